@@ -94,9 +94,14 @@ PY
 }
 
 build_ct() {
-  GOBIN="$OUT/bin" go install -trimpath \
+  # `go install mod@version` asks the proxy for the module's version list (to report
+  # deprecations), which the proxy refuses for this module; build from its source.
+  local src; src=$(gomod "github.com/helm/chart-testing/v3@$CT_VERSION")
+  cp -r "$src" "$OUT/src" && chmod -R u+w "$OUT/src"
+  (cd "$OUT/src" && go build -trimpath \
     -ldflags "-s -w -X github.com/helm/chart-testing/v3/ct/cmd.Version=$CT_VERSION" \
-    "github.com/helm/chart-testing/v3/ct@$CT_VERSION"
+    -o "$OUT/bin/ct" ./ct)
+  rm -rf "$OUT/src"
 }
 
 build_etcd() {
@@ -159,7 +164,16 @@ build_containerd1() {
 build_nfd_chart() {
   # The upstream NFD chart, packaged for `helm dependency build` without the network.
   local src; src=$(gomod "sigs.k8s.io/node-feature-discovery@$NFD_VERSION")
-  "$BIN/helm" package "$src/deployment/helm/node-feature-discovery" -d "$OUT/charts"
+  # The chart in the module carries a placeholder version; NFD's release sets it.
+  "$BIN/helm" package --version "${NFD_VERSION#v}" --app-version "$NFD_VERSION" \
+    "$src/deployment/helm/node-feature-discovery" -d "$OUT/charts"
+}
+
+install_nfd_chart() { # the kata-deploy chart's dependency, where helm lint/template look for it
+  local tgz="$CACHE/nfd-chart-$NFD_VERSION/charts/node-feature-discovery-${NFD_VERSION#v}.tgz"
+  [[ -f "$tgz" ]] || die "$tgz is missing: remove $CACHE/nfd-chart-$NFD_VERSION and re-run hack/setup.sh nfd-chart"
+  mkdir -p "$ROOT/helm-chart/kata-deploy/charts"
+  cp "$tgz" "$ROOT/helm-chart/kata-deploy/charts/"
 }
 
 setup_python() {
@@ -201,7 +215,7 @@ for t in "${wanted[@]}"; do
     kwok) step kwok "$KWOK_VERSION" build_kwok; link kwok "$KWOK_VERSION" kwok; link kwok "$KWOK_VERSION" kwokctl ;;
     containerd2) step containerd2 "$CONTAINERD2_VERSION" build_containerd2; link containerd2 "$CONTAINERD2_VERSION" containerd containerd2 ;;
     containerd1) step containerd1 debian build_containerd1; link containerd1 debian containerd containerd1 ;;
-    nfd-chart) step nfd-chart "$NFD_VERSION" build_nfd_chart ;;
+    nfd-chart) step nfd-chart "$NFD_VERSION" build_nfd_chart; install_nfd_chart ;;
     *) die "unknown tool '$t' (known: ${all_tools[*]})" ;;
   esac
 done
