@@ -1,0 +1,425 @@
+"""Command line: flags (each with a KATA_DISPATCHER_* twin), Settings, exit codes.
+
+Why: the one place that reads argv, the environment and the ServiceAccount namespace
+file, builds the frozen Settings, sets up logging and signals, runs the rollout and
+prints the result on stdout. Everything below it receives Settings and never looks at
+the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import pathlib
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from types import FrameType
+from typing import Any
+
+import kata_dispatcher
+from kata_dispatcher import errors, jobs, kube, logs, nodes, retry, rollout, settings
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "KATA_DISPATCHER_"
+SA_NAMESPACE_FILE = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+DESCRIPTION = """\
+Create one node-pinned Job per selected Kubernetes node from a Job template, at most
+--parallelism unfinished at a time, and wait for all of them. This is the job-mode
+dispatcher of the kata-deploy Helm chart: the chart runs it as a hook Job and hands it
+the per-node install or cleanup Job template; you can also run it by hand against any
+cluster with --kubeconfig.
+
+Nodes: --nodes names them (a name that does not exist is reported as a failed node,
+the others proceed); else --selector picks them by label; else every node. A node whose
+NoSchedule/NoExecute taints the template's pod does not tolerate is skipped, as a
+DaemonSet would skip it, and reported.
+
+Each Job is named <template metadata.name>-<node> (shortened with a hash when needed),
+pinned with spec.template.spec.nodeName, labelled with release, stage, node and owner,
+and owned (non-controller ownerReference) by the --owner-job Job, so deleting that Job
+garbage-collects them. A Job left by an earlier run of the same owner is adopted; one
+left by an earlier owner is replaced.
+"""
+
+EPILOG = f"""\
+Every flag can also be set in the environment: {ENV_PREFIX} plus the flag name in upper
+case with '_' for '-' (--owner-job is {ENV_PREFIX}OWNER_JOB; switches take true/false).
+A flag given on the command line wins over its environment variable.
+
+Output: logs go to stderr; stdout gets one JSON summary line (nodes_total, succeeded,
+failed and skipped with reasons, peak_in_flight, api_requests, elapsed_seconds), or,
+with --dry-run, the Jobs as YAML.
+
+Exit codes: 0 every node succeeded; 1 one or more nodes failed or do not exist;
+2 bad flags, template, kubeconfig, missing owner Job or missing RBAC rights;
+3 the API server stayed unreachable for the whole --retry-budget; 4 --timeout reached;
+143 stopped by SIGTERM or SIGINT (summary still printed).
+
+Example (local cluster):
+  kata-dispatcher --kubeconfig ~/.kube/config --namespace kube-system \\
+    --owner-job kata-deploy-dispatcher --template install-job.yaml \\
+    --release kata-deploy --selector '!node-role.kubernetes.io/control-plane' \\
+    --parallelism 10
+"""
+
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off", ""}
+
+
+def _env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"{text!r} must be zero or more seconds")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than zero seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kata-dispatcher",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    req = parser.add_argument_group("what to run")
+    req.add_argument(
+        "--template",
+        metavar="FILE",
+        help="YAML file with one batch/v1 Job manifest; its metadata.name is the prefix "
+        "of every per-node Job name (required)",
+    )
+    req.add_argument(
+        "--owner-job",
+        metavar="NAME",
+        help="name of the dispatcher's own Job in --namespace; its UID goes into every "
+        "per-node Job's ownerReference (required)",
+    )
+    req.add_argument(
+        "--namespace",
+        metavar="NS",
+        help="namespace of the owner Job and the per-node Jobs (default: $POD_NAMESPACE, "
+        "then the pod's ServiceAccount namespace)",
+    )
+    req.add_argument(
+        "--release",
+        metavar="NAME",
+        help="Helm release name for the release label (default: the template's "
+        "app.kubernetes.io/instance label)",
+    )
+    req.add_argument(
+        "--stage",
+        choices=[s.value for s in settings.Stage],
+        help="which run this is, for the stage label (default: install)",
+    )
+    sel = parser.add_argument_group("which nodes (at most one of these; neither = all nodes)")
+    sel.add_argument("--nodes", metavar="A,B,C", help="comma-separated node names")
+    sel.add_argument(
+        "--selector",
+        metavar="SELECTOR",
+        help="Kubernetes label selector, e.g. 'kata=yes,!node-role.kubernetes.io/control-plane'",
+    )
+    sel.add_argument(
+        "--wait-for-nodes",
+        metavar="SECONDS",
+        type=_seconds,
+        help="first wait up to SECONDS for the selection to be non-empty, every named "
+        "node to exist and every selected node to be Ready (default: 0, do not wait)",
+    )
+    pace = parser.add_argument_group("pacing and limits")
+    pace.add_argument(
+        "--parallelism",
+        metavar="N",
+        type=_positive_int,
+        help="at most N per-node Jobs unfinished at any time (default: 1)",
+    )
+    pace.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        help="give up (exit 4) if not every node finished within SECONDS (default: 0, none)",
+    )
+    pace.add_argument(
+        "--retry-budget",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        help="how long one API call may keep failing transiently (connection errors, 429, "
+        "5xx) before the run ends with exit 3 (default: 120)",
+    )
+    pace.add_argument(
+        "--request-timeout",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        help="timeout of each API request (default: 30)",
+    )
+    beh = parser.add_argument_group("behaviour")
+    beh.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=None,
+        help="read the cluster, print the Jobs that would be created as YAML, create nothing",
+    )
+    beh.add_argument(
+        "--inspect-pods",
+        action="store_true",
+        default=None,
+        help="for each failed Job, read its pods to report the failing container, exit code "
+        "and termination message (needs 'list pods' in --namespace)",
+    )
+    beh.add_argument(
+        "--remove-install-jobs",
+        metavar="NAME",
+        help="cleanup runs only: once every node succeeded, delete the install dispatcher "
+        "Job NAME and every install-stage Job of this release",
+    )
+    conn = parser.add_argument_group("connection and output")
+    conn.add_argument(
+        "--kubeconfig",
+        metavar="FILE",
+        help="kubeconfig to use (default: $KUBECONFIG, else the in-cluster ServiceAccount)",
+    )
+    conn.add_argument(
+        "--log-format",
+        choices=[f.value for f in settings.LogFormat],
+        help="stderr log format (default: text)",
+    )
+    conn.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="log level (default: INFO)",
+    )
+    conn.add_argument(
+        "--progress-interval",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        help="log a progress line every SECONDS (default: 10)",
+    )
+    parser.add_argument("--version", action="version", version=kata_dispatcher.__version__)
+    return parser
+
+
+def _from_env(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, environ: Mapping[str, str]
+) -> None:
+    """Fill every flag not given on the command line from its environment twin."""
+    for action in parser._actions:  # argparse has no public list
+        if not action.option_strings or action.dest in ("help", "version"):
+            continue
+        if getattr(args, action.dest) is not None:
+            continue
+        flag = action.option_strings[0]
+        raw = environ.get(_env_name(flag))
+        if raw is None:
+            continue
+        if isinstance(action, argparse._StoreTrueAction):
+            lowered = raw.strip().lower()
+            if lowered not in TRUE | FALSE:
+                parser.error(f"{_env_name(flag)}={raw!r}: expected true or false")
+            setattr(args, action.dest, lowered in TRUE)
+            continue
+        value: Any = raw
+        if action.type is not None:
+            try:
+                value = action.type(raw)  # type: ignore[operator]
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"{_env_name(flag)}: {exc}")
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(str, action.choices))
+            parser.error(f"{_env_name(flag)}={raw!r}: choose from {choices}")
+        setattr(args, action.dest, value)
+
+
+def _namespace(flag: str | None, environ: Mapping[str, str], sa_file: pathlib.Path) -> str | None:
+    if flag:
+        return flag
+    if environ.get("POD_NAMESPACE"):
+        return environ["POD_NAMESPACE"]
+    try:
+        return sa_file.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def _kubeconfig(flag: str | None, environ: Mapping[str, str]) -> pathlib.Path | None:
+    if flag:
+        return pathlib.Path(flag).expanduser()
+    paths = [p for p in environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    return pathlib.Path(paths[0]).expanduser() if paths else None
+
+
+def parse(
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    *,
+    sa_namespace_file: pathlib.Path = SA_NAMESPACE_FILE,
+) -> tuple[settings.Settings, dict[str, Any]]:
+    """argv + environment -> (Settings, the loaded template). Usage errors exit 2
+    through argparse; template errors raise jobs.TemplateError."""
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    _from_env(parser, args, environ)
+    if not args.template:
+        parser.error("--template is required (or KATA_DISPATCHER_TEMPLATE)")
+    if not args.owner_job:
+        parser.error("--owner-job is required (or KATA_DISPATCHER_OWNER_JOB)")
+    names = nodes.parse_names(args.nodes or "")
+    selector = (args.selector or "").strip() or None
+    if names and selector:
+        parser.error("--nodes and --selector are mutually exclusive: give one or neither")
+    namespace = _namespace(args.namespace, environ, sa_namespace_file)
+    if not namespace:
+        parser.error(
+            "no namespace: pass --namespace, or set POD_NAMESPACE, or run in a pod "
+            f"(reads {sa_namespace_file})"
+        )
+    template = jobs.load_template(pathlib.Path(args.template))
+    release = args.release or (template.get("metadata", {}).get("labels") or {}).get(
+        "app.kubernetes.io/instance"
+    )
+    if not release:
+        parser.error(
+            "--release is required when the template has no app.kubernetes.io/instance label"
+        )
+    stage = settings.Stage(args.stage or settings.Stage.INSTALL.value)
+    if args.remove_install_jobs and stage is not settings.Stage.CLEANUP:
+        parser.error("--remove-install-jobs only makes sense with --stage cleanup")
+    for value, what in ((release, "--release"), (args.owner_job, "--owner-job")):
+        if not jobs.is_label_value(value):
+            parser.error(f"{what} {value!r} is not a valid Kubernetes label value")
+    kwargs: dict[str, Any] = {
+        "parallelism": args.parallelism,
+        "log_format": settings.LogFormat(args.log_format) if args.log_format else None,
+        "log_level": args.log_level,
+        "progress_interval": args.progress_interval,
+        "dry_run": args.dry_run,
+        "inspect_pods": args.inspect_pods,
+        "wait_for_nodes": args.wait_for_nodes,
+        "timeout": args.timeout,
+        "retry_budget": args.retry_budget,
+        "request_timeout": args.request_timeout,
+    }
+    config = settings.Settings(
+        template=pathlib.Path(args.template),
+        owner_job=args.owner_job,
+        namespace=namespace,
+        release=release,
+        stage=stage,
+        nodes=names,
+        selector=selector,
+        kubeconfig=_kubeconfig(args.kubeconfig, environ),
+        remove_install_jobs=args.remove_install_jobs or None,
+        **{k: v for k, v in kwargs.items() if v is not None},
+    )
+    return config, template
+
+
+def run(
+    argv: Sequence[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    api: kube.Api | None = None,
+    clock: retry.Clock | None = None,
+) -> int:
+    """The whole program; returns the exit code. `api`/`clock` are for tests."""
+    env = os.environ if environ is None else environ
+    try:
+        config, template = parse(sys.argv[1:] if argv is None else argv, env)
+    except errors.UsageError as exc:
+        logs.setup(settings.LogFormat.TEXT, "INFO")
+        log.error("%s", exc)
+        return int(exc.exit_code)
+    logs.setup(config.log_format, config.log_level)
+    log.info(
+        "kata-dispatcher %s starting with %s",
+        kata_dispatcher.__version__,
+        json.dumps(config.describe(), sort_keys=True),
+    )
+    stop = rollout.StopFlag()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.request(f"received {signal.Signals(signum).name}: no new Jobs, reporting")
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    real: kube.KubeApi | None = None
+    try:
+        if api is None:
+            real = kube.KubeApi(
+                kube.load_configuration(config.kubeconfig),
+                request_timeout=config.request_timeout,
+            )
+            api = real
+        summary = rollout.Rollout(
+            api, config, template, clock=clock or retry.SystemClock(), stop=stop
+        ).run()
+    except errors.DispatcherError as exc:
+        code = exc.exit_code
+        if isinstance(exc, errors.Transient):
+            log.error("giving up: the API server stayed unavailable: %s", exc)
+        else:
+            log.error("%s", exc)
+        print(  # noqa: T201 - the program's output
+            json.dumps(
+                {
+                    "result": "error",
+                    "exit_code": int(code),
+                    "error": str(exc),
+                    "api_requests": api.api_requests if api is not None else 0,
+                },
+                separators=(",", ":"),
+            ),
+            flush=True,
+        )
+        return int(code)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if real is not None:
+            real.close()
+    if config.dry_run:
+        sys.stdout.write(jobs.render_yaml(summary.jobs))
+        sys.stdout.flush()
+        log.info("dry run summary: %s", summary.to_json())
+    else:
+        print(summary.to_json(), flush=True)  # noqa: T201 - the program's output
+    log.info(
+        "finished: %s, %d/%d nodes succeeded, %d failed, %d skipped, exit %d",
+        summary.outcome.value,
+        summary.succeeded,
+        summary.nodes_total,
+        len(summary.failed),
+        len(summary.skipped),
+        summary.exit_code,
+    )
+    return int(summary.exit_code)
+
+
+def main() -> None:
+    sys.exit(run())

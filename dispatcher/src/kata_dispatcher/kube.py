@@ -1,0 +1,418 @@
+"""The only module that talks to the Kubernetes API.
+
+Why: one place owns the client, its configuration, request timeouts, the request count
+and the translation of HTTP failures into `errors` exceptions, so the rest of the
+program (and its in-memory fake in tests/fakes.py) deals in plain JSON dicts and in
+meanings (`AlreadyExists`, `Gone`, `Transient`). It must not retry: `retry.call`
+wraps every method from the outside, so one policy covers all calls. The client's own
+urllib3 retries are switched off for the same reason.
+
+Requests go through the generated client's low-level `param_serialize`/`call_api` and
+return raw JSON: no model deserialisation (a 5000-node list stays cheap), and a Job
+template round-trips unchanged whatever fields it carries.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import pathlib
+import time
+from collections.abc import Iterator
+from typing import Any, NamedTuple, Protocol
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client import exceptions as k8s_exceptions
+from kubernetes.config import config_exception
+from kubernetes.watch import watch as k8s_watch
+
+from kata_dispatcher import errors
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+_JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
+_JOB = "/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
+_NODES = "/api/v1/nodes"
+_PODS = "/api/v1/namespaces/{namespace}/pods"
+
+
+class Page(NamedTuple):
+    """One page of a LIST: its items, the continue token (None on the last page) and the
+    list's resourceVersion (a watch started from it misses nothing)."""
+
+    items: list[Obj]
+    continue_token: str | None
+    resource_version: str
+
+
+class WatchEvent(NamedTuple):
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
+    object: Obj
+
+
+class Api(Protocol):
+    """What the dispatcher needs from the API server; tests/fakes.py implements it too."""
+
+    @property
+    def api_requests(self) -> int: ...
+
+    def list_nodes(
+        self,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int,
+        continue_token: str | None = None,
+    ) -> Page: ...
+
+    def read_job(self, namespace: str, name: str) -> Obj: ...
+
+    def create_job(self, namespace: str, body: Obj) -> Obj: ...
+
+    def delete_job(self, namespace: str, name: str, *, uid: str | None = None) -> None: ...
+
+    def list_jobs(
+        self,
+        namespace: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int,
+        continue_token: str | None = None,
+    ) -> Page: ...
+
+    def watch_jobs(
+        self,
+        namespace: str,
+        *,
+        label_selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> Iterator[WatchEvent]: ...
+
+    def list_pods(self, namespace: str, *, label_selector: str, limit: int) -> Page: ...
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if any."""
+    if not headers:
+        return None
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _status_body(body: str | bytes | None) -> tuple[str, str]:
+    """(reason, message) of a Kubernetes Status body, or ("", text) if not one."""
+    if not body:
+        return "", ""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        status = json.loads(text)
+    except ValueError:
+        return "", text.strip()[:500]
+    if not isinstance(status, dict):
+        return "", text.strip()[:500]
+    return str(status.get("reason") or ""), str(status.get("message") or "")
+
+
+def error_for(
+    what: str, status: int, *, headers: Any = None, body: str | bytes | None = None
+) -> errors.ApiError:
+    """Translate an HTTP failure into the exception that says what it means."""
+    reason, message = _status_body(body)
+    kwargs: dict[str, Any] = {"status": status, "reason": reason, "message": message}
+    if status == 409:
+        if reason == "AlreadyExists":
+            return errors.AlreadyExists(what, **kwargs)
+        return errors.Conflict(what, **kwargs)
+    if status == 404:
+        return errors.NotFound(what, **kwargs)
+    if status == 410:
+        return errors.Gone(what, **kwargs)
+    if status in (401, 403):
+        return errors.Forbidden(what, **kwargs)
+    if status in (400, 422):
+        return errors.Invalid(what, **kwargs)
+    if status == 429 or status >= 500 or status == 0:
+        return errors.Transient(what, retry_after=_retry_after(headers), **kwargs)
+    return errors.ApiError(what, **kwargs)
+
+
+def translate(what: str, exc: k8s_exceptions.ApiException) -> errors.ApiError:
+    """Translate the client's ApiException (status 0 means no HTTP answer at all)."""
+    status = int(exc.status or 0)
+    if status == 0:
+        return errors.Transient(what, message=str(exc.reason or exc))
+    return error_for(what, status, headers=exc.headers, body=exc.body)
+
+
+def load_configuration(kubeconfig: pathlib.Path | None) -> k8s_client.Configuration:
+    """Kubeconfig file if given, else in-cluster (the pod's ServiceAccount)."""
+    cfg = k8s_client.Configuration()
+    try:
+        if kubeconfig is not None:
+            if not kubeconfig.is_file():
+                raise errors.UsageError(f"kubeconfig {kubeconfig} does not exist")
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(kubeconfig), client_configuration=cfg, persist_config=False
+            )
+        else:
+            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    except config_exception.ConfigException as exc:
+        where = f"kubeconfig {kubeconfig}" if kubeconfig else "in-cluster configuration"
+        hint = "" if kubeconfig else " (outside a pod, pass --kubeconfig or set KUBECONFIG)"
+        raise errors.UsageError(f"cannot load {where}: {exc}{hint}") from exc
+    # One retry policy (retry.py) for everything: no hidden retries underneath it.
+    cfg.retries = False
+    cfg.client_go_retries = False
+    return cfg
+
+
+class KubeApi:
+    """`Api` over the real Kubernetes client."""
+
+    def __init__(self, configuration: k8s_client.Configuration, *, request_timeout: float) -> None:
+        self._client = k8s_client.ApiClient(configuration)
+        self._timeout = request_timeout
+        self._requests = 0
+
+    @property
+    def api_requests(self) -> int:
+        return self._requests
+
+    def close(self) -> None:
+        self._client.close()  # type: ignore[no-untyped-call]
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _send(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        *,
+        path_params: dict[str, str] | None = None,
+        query: list[tuple[str, Any]] | None = None,
+        body: Obj | None = None,
+        timeout: float | tuple[float, float] | None = None,
+    ) -> Any:
+        """Send one request; return the raw urllib3 response of a 2xx answer."""
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        request = self._client.param_serialize(
+            method=method,
+            resource_path=path,
+            path_params=path_params,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        self._requests += 1
+        try:
+            response = self._client.call_api(*request, _request_timeout=timeout or self._timeout)
+        except k8s_exceptions.ApiException as exc:
+            raise translate(what, exc) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise errors.Transient(what, message=f"{type(exc).__name__}: {exc}") from exc
+        if not 200 <= response.status <= 299:
+            try:
+                data = response.read()  # type: ignore[no-untyped-call]
+            except (urllib3.exceptions.HTTPError, OSError):
+                data = b""
+            raise error_for(what, response.status, headers=response.headers, body=data)
+        return response
+
+    def _json(self, what: str, method: str, path: str, **kwargs: Any) -> Obj:
+        response = self._send(what, method, path, **kwargs)
+        try:
+            data = response.read()
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise errors.Transient(what, message=f"{type(exc).__name__}: {exc}") from exc
+        result = json.loads(data) if data else {}
+        if not isinstance(result, dict):
+            raise errors.ApiError(what, message="answer is not a JSON object")
+        return result
+
+    @staticmethod
+    def _page(result: Obj) -> Page:
+        meta = result.get("metadata") or {}
+        return Page(
+            items=list(result.get("items") or []),
+            continue_token=meta.get("continue") or None,
+            resource_version=str(meta.get("resourceVersion") or ""),
+        )
+
+    @staticmethod
+    def _list_query(
+        *,
+        label_selector: str | None,
+        field_selector: str | None = None,
+        limit: int,
+        continue_token: str | None,
+    ) -> list[tuple[str, Any]]:
+        query: list[tuple[str, Any]] = [("limit", limit)]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        if continue_token:
+            query.append(("continue", continue_token))
+        return query
+
+    # -- Api --------------------------------------------------------------------------
+
+    def list_nodes(
+        self,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int,
+        continue_token: str | None = None,
+    ) -> Page:
+        query = self._list_query(
+            label_selector=label_selector,
+            field_selector=field_selector,
+            limit=limit,
+            continue_token=continue_token,
+        )
+        return self._page(self._json("list nodes", "GET", _NODES, query=query))
+
+    def read_job(self, namespace: str, name: str) -> Obj:
+        return self._json(
+            f"read Job {namespace}/{name}",
+            "GET",
+            _JOB,
+            path_params={"namespace": namespace, "name": name},
+        )
+
+    def create_job(self, namespace: str, body: Obj) -> Obj:
+        name = body.get("metadata", {}).get("name", "?")
+        return self._json(
+            f"create Job {namespace}/{name}",
+            "POST",
+            _JOBS,
+            path_params={"namespace": namespace},
+            body=body,
+        )
+
+    def delete_job(self, namespace: str, name: str, *, uid: str | None = None) -> None:
+        options: Obj = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Background",
+        }
+        if uid:
+            options["preconditions"] = {"uid": uid}
+        self._json(
+            f"delete Job {namespace}/{name}",
+            "DELETE",
+            _JOB,
+            path_params={"namespace": namespace, "name": name},
+            body=options,
+        )
+
+    def list_jobs(
+        self,
+        namespace: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int,
+        continue_token: str | None = None,
+    ) -> Page:
+        query = self._list_query(
+            label_selector=label_selector,
+            field_selector=field_selector,
+            limit=limit,
+            continue_token=continue_token,
+        )
+        return self._page(
+            self._json(
+                f"list Jobs in {namespace}",
+                "GET",
+                _JOBS,
+                path_params={"namespace": namespace},
+                query=query,
+            )
+        )
+
+    def watch_jobs(
+        self,
+        namespace: str,
+        *,
+        label_selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> Iterator[WatchEvent]:
+        """Open a watch now (errors raise here) and return an iterator over its events.
+
+        The server ends the stream after `timeout_seconds`; the client gives up reading
+        15 s later. An ERROR event becomes `errors.Gone` (410) or another `ApiError`;
+        a broken stream becomes `errors.Transient`."""
+        what = f"watch Jobs in {namespace}"
+        query: list[tuple[str, Any]] = [
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("labelSelector", label_selector),
+            ("timeoutSeconds", timeout_seconds),
+        ]
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        response = self._send(
+            what,
+            "GET",
+            _JOBS,
+            path_params={"namespace": namespace},
+            query=query,
+            timeout=(min(self._timeout, 10.0), timeout_seconds + 15.0),
+        )
+        return self._events(what, response.response)
+
+    @staticmethod
+    def _events(what: str, raw: Any) -> Iterator[WatchEvent]:
+        try:
+            for line in k8s_watch.iter_resp_lines(raw):  # type: ignore[no-untyped-call]
+                if not line:
+                    continue
+                event = json.loads(line)
+                kind = str(event.get("type", ""))
+                obj = event.get("object") or {}
+                if kind == "ERROR":
+                    raise error_for(what, int(obj.get("code") or 500), body=json.dumps(obj))
+                yield WatchEvent(kind, obj)
+        except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise errors.Transient(what, message=f"stream broke: {exc}") from exc
+        finally:
+            # The stream may be abandoned half-read: close the socket rather than hand a
+            # connection with unread data back to the pool.
+            raw.close()
+            raw.release_conn()
+
+    def list_pods(self, namespace: str, *, label_selector: str, limit: int) -> Page:
+        query = self._list_query(label_selector=label_selector, limit=limit, continue_token=None)
+        return self._page(
+            self._json(
+                f"list Pods in {namespace}",
+                "GET",
+                _PODS,
+                path_params={"namespace": namespace},
+                query=query,
+            )
+        )

@@ -1,0 +1,275 @@
+"""Which nodes get a per-node Job: live, paginated selection and DaemonSet-like admission.
+
+Why: the set of nodes is resolved when the dispatcher runs, not when Helm renders, and a
+node whose NoSchedule/NoExecute taints the per-node pod does not tolerate is skipped the
+way the DaemonSet controller would skip it, with the node and the taint named. This
+module reads the API only through `kube.Api` and never writes anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from kata_dispatcher import errors, kube, retry
+
+log = logging.getLogger(__name__)
+
+# Effects that keep a DaemonSet pod off a node; PreferNoSchedule does not.
+BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
+
+# Explicit names are looked up one by one (fieldSelector metadata.name) up to this many;
+# beyond it one paginated LIST of every node is cheaper.
+NAME_LOOKUP_LIMIT = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class Taint:
+    key: str
+    value: str = ""
+    effect: str = ""
+
+    def __str__(self) -> str:
+        value = f"={self.value}" if self.value else ""
+        return f"{self.key}{value}:{self.effect}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Toleration:
+    key: str = ""
+    operator: str = ""  # "" means Equal
+    value: str = ""
+    effect: str = ""  # "" matches every effect
+
+    def tolerates(self, taint: Taint) -> bool:
+        """Kubernetes' Toleration.ToleratesTaint (k8s.io/api/core/v1), rule for rule:
+        a set effect must equal the taint's; a set key must equal the taint's (an empty
+        key with Exists tolerates every taint); Exists ignores the value; Equal (or no
+        operator) needs equal values; any other operator tolerates nothing."""
+        if self.effect and self.effect != taint.effect:
+            return False
+        if self.key and self.key != taint.key:
+            return False
+        if self.operator == "Exists":
+            return True
+        if self.operator in ("", "Equal"):
+            return self.value == taint.value
+        return False
+
+
+# What the DaemonSet controller adds to every pod it creates
+# (pkg/controller/daemon/util.AddOrUpdateDaemonPodTolerations), so a node in one of
+# these states still gets a Job, as it would get a DaemonSet pod.
+DAEMONSET_TOLERATIONS = (
+    Toleration("node.kubernetes.io/not-ready", "Exists", effect="NoExecute"),
+    Toleration("node.kubernetes.io/unreachable", "Exists", effect="NoExecute"),
+    Toleration("node.kubernetes.io/disk-pressure", "Exists", effect="NoSchedule"),
+    Toleration("node.kubernetes.io/memory-pressure", "Exists", effect="NoSchedule"),
+    Toleration("node.kubernetes.io/pid-pressure", "Exists", effect="NoSchedule"),
+    Toleration("node.kubernetes.io/unschedulable", "Exists", effect="NoSchedule"),
+)
+# Added only to host-network pods.
+HOST_NETWORK_TOLERATION = Toleration(
+    "node.kubernetes.io/network-unavailable", "Exists", effect="NoSchedule"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Node:
+    name: str
+    labels: dict[str, str] = dataclasses.field(default_factory=dict, compare=False)
+    taints: tuple[Taint, ...] = ()
+    ready: bool = True
+
+    @classmethod
+    def from_api(cls, obj: dict[str, Any]) -> Node:
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        taints = tuple(
+            Taint(str(t.get("key", "")), str(t.get("value") or ""), str(t.get("effect", "")))
+            for t in spec.get("taints") or []
+        )
+        return cls(str(meta["name"]), dict(meta.get("labels") or {}), taints, ready)
+
+
+def tolerations_from_pod_spec(pod_spec: dict[str, Any]) -> tuple[Toleration, ...]:
+    """The pod's own tolerations plus those the DaemonSet controller would add."""
+    own = tuple(
+        Toleration(
+            str(t.get("key") or ""),
+            str(t.get("operator") or ""),
+            str(t.get("value") or ""),
+            str(t.get("effect") or ""),
+        )
+        for t in pod_spec.get("tolerations") or []
+    )
+    extra = (HOST_NETWORK_TOLERATION,) if pod_spec.get("hostNetwork") else ()
+    return own + DAEMONSET_TOLERATIONS + extra
+
+
+def blocking_taint(node: Node, tolerations: Sequence[Toleration]) -> Taint | None:
+    """The first NoSchedule/NoExecute taint of `node` no toleration tolerates, or None."""
+    for taint in node.taints:
+        if taint.effect not in BLOCKING_EFFECTS:
+            continue
+        if not any(t.tolerates(taint) for t in tolerations):
+            return taint
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    node: str
+    taint: Taint
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "node": self.node,
+            "reason": "UntoleratedTaint",
+            "taint": str(self.taint),
+            "message": f"the per-node Job's pod does not tolerate taint {self.taint}",
+        }
+
+
+def admit(
+    nodes: Iterable[Node], tolerations: Sequence[Toleration]
+) -> tuple[list[Node], list[Skipped]]:
+    """Split nodes into those that get a Job and those skipped for a taint."""
+    admitted: list[Node] = []
+    skipped: list[Skipped] = []
+    for node in nodes:
+        taint = blocking_taint(node, tolerations)
+        if taint is None:
+            admitted.append(node)
+        else:
+            skipped.append(Skipped(node.name, taint))
+    return admitted, skipped
+
+
+def parse_names(raw: str | Iterable[str]) -> tuple[str, ...]:
+    """`a, b ,a,,c` -> ("a", "b", "c"): trimmed, empty entries dropped, first order kept."""
+    items = raw.split(",") if isinstance(raw, str) else raw
+    seen: dict[str, None] = {}
+    for item in items:
+        name = item.strip()
+        if name:
+            seen.setdefault(name, None)
+    return tuple(seen)
+
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    nodes: list[Node]
+    unknown: list[str]  # explicit names that matched no node
+
+
+class Selector:
+    """Lists nodes for one run: explicit names, a label selector, or all nodes."""
+
+    def __init__(
+        self,
+        api: kube.Api,
+        *,
+        policy: retry.Policy,
+        clock: retry.Clock,
+        page_size: int,
+    ) -> None:
+        self._api = api
+        self._policy = policy
+        self._clock = clock
+        self._page_size = page_size
+
+    def _list(self, *, label_selector: str | None, field_selector: str | None) -> list[Node]:
+        """Every matching node, page by page (limit + continue). If the continue token
+        expires mid-way (410), start over so the result is one consistent snapshot."""
+        items: list[Node] = []
+        token: str | None = None
+        while True:
+            current = token
+
+            def one_page(current: str | None = current) -> kube.Page:
+                return self._api.list_nodes(
+                    label_selector=label_selector,
+                    field_selector=field_selector,
+                    limit=self._page_size,
+                    continue_token=current,
+                )
+
+            try:
+                page = retry.call(
+                    one_page, policy=self._policy, clock=self._clock, what="list nodes"
+                )
+            except errors.Gone:
+                log.warning("node list continue token expired; listing again from the start")
+                items, token = [], None
+                continue
+            except errors.Invalid as exc:
+                raise errors.UsageError(
+                    f"the API server rejected node selector {label_selector!r}: {exc.message}"
+                ) from exc
+            items.extend(Node.from_api(o) for o in page.items)
+            token = page.continue_token
+            if not token:
+                return items
+
+    def select(self, *, names: Sequence[str], label_selector: str | None) -> Selection:
+        if names:
+            return self._by_name(names)
+        found = self._list(label_selector=label_selector, field_selector=None)
+        found.sort(key=lambda n: n.name)
+        return Selection(found, [])
+
+    def _by_name(self, names: Sequence[str]) -> Selection:
+        wanted = set(names)
+        if len(names) <= NAME_LOOKUP_LIMIT:
+            found: dict[str, Node] = {}
+            for name in names:
+                for node in self._list(label_selector=None, field_selector=f"metadata.name={name}"):
+                    found[node.name] = node
+        else:
+            found = {}
+            for node in self._list(label_selector=None, field_selector=None):
+                if node.name in wanted:
+                    found[node.name] = node
+        return Selection(
+            [found[n] for n in names if n in found], [n for n in names if n not in found]
+        )
+
+    def wait(
+        self,
+        *,
+        names: Sequence[str],
+        label_selector: str | None,
+        seconds: float,
+        poll: float = 5.0,
+    ) -> Selection:
+        """Poll (the dispatcher may only `list` nodes) until the selection is non-empty,
+        every named node exists and every selected node is Ready, or `seconds` pass.
+        Returns the last selection either way; the caller proceeds with it."""
+        deadline = self._clock.monotonic() + seconds
+        while True:
+            selection = self.select(names=names, label_selector=label_selector)
+            not_ready = [n.name for n in selection.nodes if not n.ready]
+            if selection.nodes and not selection.unknown and not not_ready:
+                return selection
+            left = deadline - self._clock.monotonic()
+            if left <= 0:
+                log.warning(
+                    "gave up waiting for nodes after %.0fs: %d selected, missing %s, not Ready %s",
+                    seconds,
+                    len(selection.nodes),
+                    selection.unknown or "none",
+                    not_ready or "none",
+                )
+                return selection
+            log.info(
+                "waiting for nodes: %d selected, missing %s, not Ready %s",
+                len(selection.nodes),
+                selection.unknown or "none",
+                not_ready or "none",
+            )
+            self._clock.sleep(min(poll, left))

@@ -1,0 +1,420 @@
+"""In-memory fakes of the dispatcher's own interfaces: `kube.Api` and `retry.Clock`.
+
+FakeApi is a tiny simulated cluster: nodes, Jobs with resourceVersions and an event log,
+a Job "controller" that finishes each Job after a scripted duration of simulated time
+(advanced only while the dispatcher waits on the watch), scripted failures with pod
+statuses, and injectable faults (429, 5xx, conflicts, 410 Gone, broken streams). Every
+call is recorded. It speaks plain JSON dicts, like kube.KubeApi.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import dataclasses
+import heapq
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from kata_dispatcher import errors, jobs, kube
+
+Obj = dict[str, Any]
+
+
+class FakeClock:
+    """Simulated monotonic time: sleep() advances it instantly."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def node(
+    name: str,
+    *,
+    labels: dict[str, str] | None = None,
+    taints: Iterable[tuple[str, str, str]] = (),
+    ready: bool = True,
+) -> Obj:
+    return {
+        "metadata": {"name": name, "labels": dict(labels or {})},
+        "spec": {"taints": [{"key": k, "value": v, "effect": e} for k, v, e in taints]},
+        "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+
+
+def matches(selector: str | None, labels: dict[str, str]) -> bool:
+    """Equality-based label selectors: k=v, k==v, k!=v, k, !k, joined by commas."""
+    if not selector:
+        return True
+    for term in (t.strip() for t in selector.split(",")):
+        if not term:
+            continue
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k.strip()) == v.strip():
+                return False
+        elif "=" in term:
+            k, v = term.replace("==", "=").split("=", 1)
+            if labels.get(k.strip()) != v.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:].strip() in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
+
+
+@dataclasses.dataclass
+class Script:
+    """What happens to a node's Job: finishes `duration` seconds after creation."""
+
+    succeed: bool = True
+    duration: float = 5.0
+    reason: str = "BackoffLimitExceeded"
+    message: str = "Job has reached the specified backoff limit"
+    container: str = "cri"
+    exit_code: int = 1
+    termination_message: str = "containerd config is not valid TOML"
+
+
+@dataclasses.dataclass
+class Call:
+    method: str
+    args: dict[str, Any]
+
+
+class FakeApi:
+    def __init__(
+        self,
+        clock: FakeClock,
+        *,
+        nodes: Iterable[Obj] = (),
+        namespace: str = "kata",
+        owner: str | None = "dispatcher",
+    ) -> None:
+        self.clock = clock
+        self.namespace = namespace
+        self.nodes: dict[str, Obj] = {n["metadata"]["name"]: n for n in nodes}
+        self.jobs: dict[str, Obj] = {}
+        self.pods: dict[str, list[Obj]] = {}  # by Job uid
+        self.events: list[tuple[int, str, Obj]] = []
+        self.calls: list[Call] = []
+        self.faults: dict[str, collections.deque[Exception]] = collections.defaultdict(
+            collections.deque
+        )
+        self.scripts: dict[str, Script] = {}
+        self.default = Script()
+        self.deletion_delay = 0.0
+        self.compacted_below = 0  # watches from an older resourceVersion get 410
+        self.break_stream_after: int | None = None
+        self.on_watch: Callable[[FakeApi], None] | None = None
+        self.created: collections.Counter[str] = collections.Counter()
+        self.max_unfinished = 0
+        self._rv = 100
+        self._uids = itertools.count(1)
+        self._actions: list[tuple[float, int, str, str, str]] = []  # (when, seq, kind, name, uid)
+        self._seq = itertools.count()
+        if owner:
+            self.add_job(owner, uid="owner-uid", labels={})
+
+    # -- helpers for tests -------------------------------------------------------------
+
+    def next_rv(self) -> int:
+        self._rv += 1
+        return self._rv
+
+    def add_job(
+        self,
+        name: str,
+        *,
+        uid: str | None = None,
+        labels: dict[str, str] | None = None,
+        owner_uid: str | None = None,
+        node: str | None = None,
+        finished: bool | None = None,
+    ) -> Obj:
+        """Put a Job straight into the store (as if left by an earlier run)."""
+        meta: Obj = {
+            "name": name,
+            "namespace": self.namespace,
+            "uid": uid or f"uid-{next(self._uids)}",
+            "labels": dict(labels or {}),
+            "annotations": {jobs.NODE_NAME_ANNOTATION: node} if node else {},
+            "resourceVersion": str(self.next_rv()),
+        }
+        if owner_uid:
+            meta["ownerReferences"] = [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": "old", "uid": owner_uid}
+            ]
+        job: Obj = {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "status": {}}
+        if finished is not None:
+            self._set_finished(job, succeed=finished, script=self.default)
+        elif node is not None:
+            self._schedule(name, meta["uid"], node)
+        self.jobs[name] = job
+        self.events.append((self._rv, "ADDED", copy.deepcopy(job)))
+        return job
+
+    def fail(self, method: str, *exc: Exception) -> None:
+        """The next calls of `method` raise these, in order (each still counts)."""
+        self.faults[method].extend(exc)
+
+    def calls_of(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    def unfinished(self) -> int:
+        return sum(
+            1
+            for j in self.jobs.values()
+            if j["metadata"].get("labels", {}).get(jobs.STAGE_LABEL)
+            and not jobs.interpret(j).finished
+            and not j["metadata"].get("deletionTimestamp")
+        )
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    @property
+    def api_requests(self) -> int:
+        return len(self.calls)
+
+    def _enter(self, method: str, **args: Any) -> None:
+        self.calls.append(Call(method, args))
+        if self.faults[method]:
+            raise self.faults[method].popleft()
+
+    def _page(self, items: list[Obj], limit: int, token: str | None) -> kube.Page:
+        start = int(token or 0)
+        chunk = items[start : start + limit]
+        more = start + limit < len(items)
+        return kube.Page(
+            [copy.deepcopy(i) for i in chunk], str(start + limit) if more else None, str(self._rv)
+        )
+
+    def _event(self, kind: str, job: Obj) -> None:
+        job["metadata"]["resourceVersion"] = str(self.next_rv())
+        self.events.append((self._rv, kind, copy.deepcopy(job)))
+
+    def _schedule(self, name: str, uid: str, node_name: str) -> None:
+        script = self.scripts.get(node_name, self.default)
+        heapq.heappush(
+            self._actions,
+            (self.clock.now + script.duration, next(self._seq), "finish", name, uid),
+        )
+
+    def _set_finished(self, job: Obj, *, succeed: bool, script: Script) -> None:
+        if succeed:
+            job["status"] = {
+                "succeeded": 1,
+                "conditions": [{"type": "Complete", "status": "True"}],
+            }
+            return
+        job["status"] = {
+            "failed": 1,
+            "conditions": [
+                {"type": "FailureTarget", "status": "True", "reason": script.reason},
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": script.reason,
+                    "message": script.message,
+                },
+            ],
+        }
+        uid = job["metadata"]["uid"]
+        self.pods[uid] = [
+            {
+                "metadata": {"name": f"{job['metadata']['name']}-abcde"},
+                "status": {
+                    "phase": "Failed",
+                    "initContainerStatuses": [
+                        {"name": "host-check", "state": {"terminated": {"exitCode": 0}}},
+                        {
+                            "name": script.container,
+                            "state": {
+                                "terminated": {
+                                    "exitCode": script.exit_code,
+                                    "reason": "Error",
+                                    "message": script.termination_message,
+                                }
+                            },
+                        },
+                    ],
+                },
+            }
+        ]
+
+    def _run_action(self, kind: str, name: str, uid: str) -> None:
+        job = self.jobs.get(name)
+        if job is None or job["metadata"]["uid"] != uid:
+            return
+        if kind == "finish":
+            node_name = job["metadata"]["annotations"].get(jobs.NODE_NAME_ANNOTATION, "")
+            script = self.scripts.get(node_name, self.default)
+            self._set_finished(job, succeed=script.succeed, script=script)
+            self._event("MODIFIED", job)
+        elif kind == "remove":
+            del self.jobs[name]
+            self._event("DELETED", job)
+
+    def advance_to(self, when: float) -> None:
+        """Run every scheduled action due by `when`, then set the clock to it."""
+        while self._actions and self._actions[0][0] <= when:
+            at, _, kind, name, uid = heapq.heappop(self._actions)
+            self.clock.now = max(self.clock.now, at)
+            self._run_action(kind, name, uid)
+        self.clock.now = max(self.clock.now, when)
+
+    # -- kube.Api ----------------------------------------------------------------------
+
+    def list_nodes(
+        self,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int,
+        continue_token: str | None = None,
+    ) -> kube.Page:
+        self._enter(
+            "list_nodes",
+            label_selector=label_selector,
+            field_selector=field_selector,
+            limit=limit,
+            continue_token=continue_token,
+        )
+        items = [
+            n
+            for name, n in sorted(self.nodes.items())
+            if matches(label_selector, n["metadata"].get("labels") or {})
+            and (not field_selector or field_selector == f"metadata.name={name}")
+        ]
+        return self._page(items, limit, continue_token)
+
+    def read_job(self, namespace: str, name: str) -> Obj:
+        self._enter("read_job", namespace=namespace, name=name)
+        if name not in self.jobs:
+            raise errors.NotFound(f"read Job {name}", status=404, reason="NotFound")
+        return copy.deepcopy(self.jobs[name])
+
+    def create_job(self, namespace: str, body: Obj) -> Obj:
+        name = body["metadata"]["name"]
+        self._enter("create_job", namespace=namespace, name=name)
+        if name in self.jobs:
+            raise errors.AlreadyExists(f"create Job {name}", status=409, reason="AlreadyExists")
+        job = copy.deepcopy(body)
+        job["metadata"]["uid"] = f"uid-{next(self._uids)}"
+        job["status"] = {}
+        self.jobs[name] = job
+        self.created[name] += 1
+        self._event("ADDED", job)
+        self._schedule(name, job["metadata"]["uid"], job["spec"]["template"]["spec"]["nodeName"])
+        self.max_unfinished = max(self.max_unfinished, self.unfinished())
+        return copy.deepcopy(job)
+
+    def delete_job(self, namespace: str, name: str, *, uid: str | None = None) -> None:
+        self._enter("delete_job", namespace=namespace, name=name, uid=uid)
+        job = self.jobs.get(name)
+        if job is None:
+            raise errors.NotFound(f"delete Job {name}", status=404, reason="NotFound")
+        if uid and job["metadata"]["uid"] != uid:
+            raise errors.Conflict(f"delete Job {name}", status=409, reason="Conflict")
+        if self.deletion_delay > 0:
+            if not job["metadata"].get("deletionTimestamp"):
+                job["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+                self._event("MODIFIED", job)
+                heapq.heappush(
+                    self._actions,
+                    (
+                        self.clock.now + self.deletion_delay,
+                        next(self._seq),
+                        "remove",
+                        name,
+                        job["metadata"]["uid"],
+                    ),
+                )
+            return
+        del self.jobs[name]
+        self._event("DELETED", job)
+
+    def list_jobs(
+        self,
+        namespace: str,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int,
+        continue_token: str | None = None,
+    ) -> kube.Page:
+        self._enter(
+            "list_jobs",
+            namespace=namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            limit=limit,
+            continue_token=continue_token,
+        )
+        items = [
+            j
+            for name, j in sorted(self.jobs.items())
+            if matches(label_selector, j["metadata"].get("labels") or {})
+            and (not field_selector or field_selector == f"metadata.name={name}")
+        ]
+        return self._page(items, limit, continue_token)
+
+    def watch_jobs(
+        self,
+        namespace: str,
+        *,
+        label_selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> Iterator[kube.WatchEvent]:
+        self._enter(
+            "watch_jobs",
+            namespace=namespace,
+            label_selector=label_selector,
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+        )
+        if self.on_watch is not None:
+            self.on_watch(self)
+        if int(resource_version or 0) < self.compacted_below:
+            raise errors.Gone("watch Jobs", status=410, reason="Expired")
+        return self._stream(label_selector, int(resource_version or 0), timeout_seconds)
+
+    def _stream(self, selector: str, since: int, timeout: int) -> Iterator[kube.WatchEvent]:
+        end = self.clock.now + timeout
+        index = 0
+        sent = 0
+        while True:
+            while index < len(self.events) and self.events[index][0] <= since:
+                index += 1
+            if index < len(self.events):
+                rv, kind, obj = self.events[index]
+                since = rv
+                if matches(selector, obj["metadata"].get("labels") or {}):
+                    if self.break_stream_after is not None and sent >= self.break_stream_after:
+                        self.break_stream_after = None
+                        raise errors.Transient("watch Jobs", message="stream broke")
+                    sent += 1
+                    yield kube.WatchEvent(kind, copy.deepcopy(obj))
+                continue
+            if self._actions and self._actions[0][0] <= end:
+                self.advance_to(self._actions[0][0])
+                continue
+            self.clock.now = max(self.clock.now, end)
+            return
+
+    def list_pods(self, namespace: str, *, label_selector: str, limit: int) -> kube.Page:
+        self._enter("list_pods", namespace=namespace, label_selector=label_selector, limit=limit)
+        uid = label_selector.split("=", 1)[1]
+        return self._page(self.pods.get(uid, []), limit, None)

@@ -1,0 +1,298 @@
+"""The command line (cli.py).
+
+Cases: --help for a stranger (flags, env twins, exit codes); required flags; every flag
+from its KATA_DISPATCHER_* twin, the command line winning; booleans from the
+environment; namespace from flag, then POD_NAMESPACE, then the ServiceAccount file;
+--nodes and --selector exclusive, empty values ignored; release from the template
+label; bad template / bad numbers are exit 2; a full run against the fake cluster
+prints one JSON line on stdout and logs a startup line with version and settings;
+JSON logs; dry-run YAML; a missing owner gives exit 2 and a JSON error line; API
+unreachable gives exit 3.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from collections.abc import Callable
+
+import fakes
+import kata_dispatcher
+import pytest
+import yaml
+from kata_dispatcher import cli, errors, settings
+
+MakeApi = Callable[..., fakes.FakeApi]
+
+
+def base(template_file: pathlib.Path) -> list[str]:
+    return ["--template", str(template_file), "--owner-job", "dispatcher", "--namespace", "kata"]
+
+
+def test_help_explains_flags_env_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.parse(["--help"], {})
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for needle in [
+        "--template FILE",
+        "--owner-job NAME",
+        "--parallelism N",
+        "--selector SELECTOR",
+        "--nodes A,B,C",
+        "--dry-run",
+        "--inspect-pods",
+        "--remove-install-jobs NAME",
+        "--wait-for-nodes SECONDS",
+        "--timeout SECONDS",
+        "KATA_DISPATCHER_OWNER_JOB",
+        "Exit codes: 0",
+        "143",
+    ]:
+        assert needle in out, needle
+
+
+@pytest.mark.parametrize("missing", ["--template", "--owner-job"])
+def test_required_flags(
+    template_file: pathlib.Path, missing: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = base(template_file)
+    i = argv.index(missing)
+    del argv[i : i + 2]
+    with pytest.raises(SystemExit) as info:
+        cli.parse(argv, {})
+    assert info.value.code == 2
+    assert missing in capsys.readouterr().err
+
+
+def test_every_flag_has_an_environment_twin(
+    template_file: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    env = {
+        "KATA_DISPATCHER_TEMPLATE": str(template_file),
+        "KATA_DISPATCHER_OWNER_JOB": "dispatcher",
+        "KATA_DISPATCHER_NAMESPACE": "ns-env",
+        "KATA_DISPATCHER_RELEASE": "rel",
+        "KATA_DISPATCHER_STAGE": "cleanup",
+        "KATA_DISPATCHER_PARALLELISM": "7",
+        "KATA_DISPATCHER_NODES": "a, b",
+        "KATA_DISPATCHER_KUBECONFIG": str(tmp_path / "kc"),
+        "KATA_DISPATCHER_LOG_FORMAT": "json",
+        "KATA_DISPATCHER_LOG_LEVEL": "debug",
+        "KATA_DISPATCHER_PROGRESS_INTERVAL": "2.5",
+        "KATA_DISPATCHER_DRY_RUN": "true",
+        "KATA_DISPATCHER_INSPECT_PODS": "yes",
+        "KATA_DISPATCHER_REMOVE_INSTALL_JOBS": "old-dispatcher",
+        "KATA_DISPATCHER_WAIT_FOR_NODES": "30",
+        "KATA_DISPATCHER_TIMEOUT": "600",
+        "KATA_DISPATCHER_RETRY_BUDGET": "45",
+        "KATA_DISPATCHER_REQUEST_TIMEOUT": "12",
+    }
+    parser = cli.build_parser()
+    flags = {a.option_strings[0] for a in parser._actions if a.option_strings} - {"-h", "--version"}
+    # --selector is exclusive with --nodes: its twin is checked below.
+    assert {cli._env_name(f) for f in flags} == set(env) | {"KATA_DISPATCHER_SELECTOR"}
+    config, _ = cli.parse([], env)
+    assert config == settings.Settings(
+        template=template_file,
+        owner_job="dispatcher",
+        namespace="ns-env",
+        release="rel",
+        stage=settings.Stage.CLEANUP,
+        parallelism=7,
+        nodes=("a", "b"),
+        kubeconfig=tmp_path / "kc",
+        log_format=settings.LogFormat.JSON,
+        log_level="DEBUG",
+        progress_interval=2.5,
+        dry_run=True,
+        inspect_pods=True,
+        remove_install_jobs="old-dispatcher",
+        wait_for_nodes=30,
+        timeout=600,
+        retry_budget=45,
+        request_timeout=12,
+    )
+
+
+def test_selector_from_environment(template_file: pathlib.Path) -> None:
+    config, _ = cli.parse(base(template_file), {"KATA_DISPATCHER_SELECTOR": "kata=yes"})
+    assert config.selector == "kata=yes"
+
+
+def test_command_line_wins_over_environment(template_file: pathlib.Path) -> None:
+    config, _ = cli.parse(
+        [*base(template_file), "--parallelism", "2"], {"KATA_DISPATCHER_PARALLELISM": "9"}
+    )
+    assert config.parallelism == 2
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"KATA_DISPATCHER_PARALLELISM": "0"}, "at least 1"),
+        ({"KATA_DISPATCHER_PARALLELISM": "many"}, "whole number"),
+        ({"KATA_DISPATCHER_DRY_RUN": "maybe"}, "true or false"),
+        ({"KATA_DISPATCHER_STAGE": "upgrade"}, "choose from"),
+        ({"KATA_DISPATCHER_TIMEOUT": "-1"}, "zero or more"),
+    ],
+)
+def test_bad_environment_values_are_usage_errors(
+    template_file: pathlib.Path,
+    env: dict[str, str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.parse(base(template_file), env)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_namespace_precedence(template_file: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    sa = tmp_path / "namespace"
+    sa.write_text("from-file\n", encoding="utf-8")
+    argv = ["--template", str(template_file), "--owner-job", "d"]
+    assert (
+        cli.parse([*argv, "--namespace", "flag"], {"POD_NAMESPACE": "pod"}, sa_namespace_file=sa)[
+            0
+        ].namespace
+        == "flag"
+    )
+    assert cli.parse(argv, {"POD_NAMESPACE": "pod"}, sa_namespace_file=sa)[0].namespace == "pod"
+    assert cli.parse(argv, {}, sa_namespace_file=sa)[0].namespace == "from-file"
+    with pytest.raises(SystemExit):
+        cli.parse(argv, {}, sa_namespace_file=tmp_path / "absent")
+
+
+def test_nodes_and_selector_are_exclusive_and_empty_means_unset(
+    template_file: pathlib.Path,
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.parse([*base(template_file), "--nodes", "a", "--selector", "k=v"], {})
+    config, _ = cli.parse([*base(template_file), "--nodes", "", "--selector", " "], {})
+    assert config.nodes == () and config.selector is None
+
+
+def test_release_defaults_to_the_template_instance_label(template_file: pathlib.Path) -> None:
+    config, template = cli.parse(base(template_file), {})
+    assert config.release == "kata-deploy"
+    assert template["metadata"]["name"] == "kata-deploy-install"
+
+
+def test_remove_install_jobs_needs_the_cleanup_stage(template_file: pathlib.Path) -> None:
+    with pytest.raises(SystemExit):
+        cli.parse([*base(template_file), "--remove-install-jobs", "x"], {})
+
+
+def test_kubeconfig_falls_back_to_kubeconfig_env(template_file: pathlib.Path) -> None:
+    config, _ = cli.parse(base(template_file), {"KUBECONFIG": "/a/one:/b/two"})
+    assert config.kubeconfig == pathlib.Path("/a/one")
+
+
+def test_bad_template_is_exit_2(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "t.yaml"
+    bad.write_text("kind: Pod\n", encoding="utf-8")
+    code = cli.run(["--template", str(bad), "--owner-job", "d", "--namespace", "n"], {})
+    assert code == 2
+    assert "t.yaml" in capsys.readouterr().err
+
+
+def test_full_run_prints_one_json_line(
+    template_file: pathlib.Path,
+    make_api: MakeApi,
+    clock: fakes.FakeClock,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    api = make_api(4)
+    api.scripts["worker-002"] = fakes.Script(succeed=False)
+    code = cli.run([*base(template_file), "--parallelism", "2"], {}, api=api, clock=clock)
+    assert code == errors.ExitCode.NODES_FAILED
+    captured = capsys.readouterr()
+    [line] = captured.out.splitlines()
+    summary = json.loads(line)
+    assert summary["succeeded"] == 3 and summary["failed"][0]["node"] == "worker-002"
+    assert summary["peak_in_flight"] == 2
+    assert summary["api_requests"] == api.api_requests
+    startup = captured.err.splitlines()[0]
+    assert f"kata-dispatcher {kata_dispatcher.__version__} starting with" in startup
+    assert '"parallelism": 2' in startup
+
+
+def test_json_logs(
+    template_file: pathlib.Path,
+    make_api: MakeApi,
+    clock: fakes.FakeClock,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cli.run([*base(template_file), "--log-format", "json"], {}, api=make_api(2), clock=clock)
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+    assert all({"time", "level", "logger", "message"} <= set(x) for x in lines)
+    created = [x for x in lines if "created Job" in x["message"]]
+    assert created and created[0]["node"] == "worker-000"
+
+
+def test_dry_run_prints_yaml(
+    template_file: pathlib.Path,
+    make_api: MakeApi,
+    clock: fakes.FakeClock,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    api = make_api(2)
+    code = cli.run([*base(template_file), "--dry-run"], {}, api=api, clock=clock)
+    assert code == 0
+    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["spec"]["template"]["spec"]["nodeName"] for d in docs] == ["worker-000", "worker-001"]
+    assert api.calls_of("create_job") == []
+
+
+def test_missing_owner_is_exit_2_with_a_json_error(
+    template_file: pathlib.Path,
+    make_api: MakeApi,
+    clock: fakes.FakeClock,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = cli.run(base(template_file), {}, api=make_api(2, owner=None), clock=clock)
+    assert code == 2
+    out = json.loads(capsys.readouterr().out)
+    assert out["result"] == "error" and "owner Job kata/dispatcher not found" in out["error"]
+
+
+def test_unreachable_api_is_exit_3(
+    template_file: pathlib.Path,
+    make_api: MakeApi,
+    clock: fakes.FakeClock,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    api = make_api(2)
+    api.fail("read_job", *[errors.Transient("read", message="connection refused")] * 1000)
+    code = cli.run([*base(template_file), "--retry-budget", "10"], {}, api=api, clock=clock)
+    assert code == 3
+    assert json.loads(capsys.readouterr().out)["exit_code"] == 3
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.parse(["--version"], {})
+    assert capsys.readouterr().out.strip() == kata_dispatcher.__version__
+
+
+def test_real_api_path_without_cluster_is_exit_2(
+    template_file: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.run([*base(template_file), "--kubeconfig", str(tmp_path / "missing")], {})
+    assert code == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs(template_file: pathlib.Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "kata_dispatcher", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == kata_dispatcher.__version__

@@ -1,0 +1,308 @@
+"""The API wrapper (kube.py) against a small local HTTP server speaking the Kubernetes
+JSON API, so the real client, URLs, query strings, bodies and streams are exercised.
+
+Cases: HTTP failures become the right exceptions (409 AlreadyExists vs Conflict, 404,
+410, 401/403, 400/422, 429 and 5xx with Retry-After seconds or date); ApiException
+status 0; list pagination parameters and the bearer token; create/delete bodies (UID
+precondition, Background propagation); a watch stream with events, a bookmark, and an
+ERROR 410 event; a refused connection is Transient; every request is counted; bad
+kubeconfig paths are usage errors.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.server
+import json
+import pathlib
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kata_dispatcher import errors, kube
+from kubernetes import client as k8s_client
+from kubernetes.client import exceptions as k8s_exceptions
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (409, {"reason": "AlreadyExists"}, errors.AlreadyExists),
+        (409, {"reason": "Conflict"}, errors.Conflict),
+        (404, {}, errors.NotFound),
+        (410, {"reason": "Expired"}, errors.Gone),
+        (403, {}, errors.Forbidden),
+        (401, {}, errors.Forbidden),
+        (422, {}, errors.Invalid),
+        (400, {}, errors.Invalid),
+        (429, {}, errors.Transient),
+        (500, {}, errors.Transient),
+        (503, {}, errors.Transient),
+        (418, {}, errors.ApiError),
+    ],
+)
+def test_error_for(status: int, body: dict[str, Any], kind: type[errors.ApiError]) -> None:
+    exc = kube.error_for("create Job ns/j", status, body=json.dumps({**body, "message": "m"}))
+    assert type(exc) is kind
+    assert str(exc) == f"create Job ns/j: HTTP {status}: m"
+
+
+def test_retry_after_seconds_and_date() -> None:
+    exc = kube.error_for("x", 429, headers={"Retry-After": "3"})
+    assert isinstance(exc, errors.Transient) and exc.retry_after == 3.0
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    exc = kube.error_for("x", 503, headers={"Retry-After": when})
+    assert isinstance(exc, errors.Transient) and 25 <= (exc.retry_after or 0) <= 31
+    exc = kube.error_for("x", 503, headers={"Retry-After": "soon"})
+    assert isinstance(exc, errors.Transient) and exc.retry_after is None
+
+
+def test_translate_api_exception_without_status_is_transient() -> None:
+    exc = kube.translate("x", k8s_exceptions.ApiException(status=0, reason="SSLError"))
+    assert isinstance(exc, errors.Transient)
+    exc = kube.translate("x", k8s_exceptions.ApiException(status=404, reason="nf"))
+    assert isinstance(exc, errors.NotFound)
+
+
+def test_non_json_error_body_is_kept_as_message() -> None:
+    exc = kube.error_for("x", 502, body=b"<html>bad gateway</html>")
+    assert exc.message == "<html>bad gateway</html>"
+
+
+class Server:
+    """Answers each request from a queue of scripted (status, headers, body) replies and
+    records (method, path, query, body, auth header)."""
+
+    def __init__(self) -> None:
+        self.replies: list[tuple[int, dict[str, str], Any]] = []
+        self.requests: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                url = urllib.parse.urlsplit(self.path)
+                outer.requests.append(
+                    {
+                        "method": self.command,
+                        "path": url.path,
+                        "query": urllib.parse.parse_qs(url.query),
+                        "body": json.loads(raw) if raw else None,
+                        "auth": self.headers.get("Authorization"),
+                    }
+                )
+                status, headers, body = outer.replies.pop(0)
+                if isinstance(body, list):  # a watch stream: one JSON event per line
+                    data = b"".join(json.dumps(e).encode() + b"\n" for e in body)
+                else:
+                    data = json.dumps(body).encode()
+                self.send_response(status)
+                for k, v in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = _handle
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    srv = Server()
+    yield srv
+    srv.close()
+
+
+def make_api(port: int) -> kube.KubeApi:
+    cfg = k8s_client.Configuration()
+    cfg.host = f"http://127.0.0.1:{port}"
+    cfg.api_key = {"BearerToken": "secret-token"}
+    cfg.api_key_prefix = {"BearerToken": "Bearer"}
+    cfg.retries = False
+    return kube.KubeApi(cfg, request_timeout=5)
+
+
+def test_list_nodes_sends_pagination_and_selector(server: Server) -> None:
+    server.replies.append(
+        (
+            200,
+            {},
+            {
+                "metadata": {"continue": "tok2", "resourceVersion": "77"},
+                "items": [{"metadata": {"name": "a"}}],
+            },
+        )
+    )
+    api = make_api(server.port)
+    page = api.list_nodes(label_selector="kata=yes,!cp", limit=2, continue_token="tok1")
+    assert page == kube.Page([{"metadata": {"name": "a"}}], "tok2", "77")
+    [req] = server.requests
+    assert req["path"] == "/api/v1/nodes"
+    assert req["query"] == {"limit": ["2"], "labelSelector": ["kata=yes,!cp"], "continue": ["tok1"]}
+    assert req["auth"] == "Bearer secret-token"
+    assert api.api_requests == 1
+    api.close()
+
+
+def test_create_conflict_and_delete_bodies(server: Server) -> None:
+    server.replies += [
+        (201, {}, {"metadata": {"name": "j", "uid": "u1"}}),
+        (
+            409,
+            {},
+            {"kind": "Status", "reason": "AlreadyExists", "message": 'jobs "j" already exists'},
+        ),
+        (200, {}, {"kind": "Status"}),
+        (409, {}, {"kind": "Status", "reason": "Conflict", "message": "Precondition failed: UID"}),
+    ]
+    api = make_api(server.port)
+    body = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "j"},
+        "spec": {"x-unknown": 1},
+    }
+    assert api.create_job("ns", body)["metadata"]["uid"] == "u1"
+    with pytest.raises(errors.AlreadyExists, match="already exists"):
+        api.create_job("ns", body)
+    api.delete_job("ns", "j", uid="u0")
+    with pytest.raises(errors.Conflict) as info:
+        api.delete_job("ns", "j", uid="u0")
+    assert not isinstance(info.value, errors.AlreadyExists)
+    assert server.requests[0]["path"] == "/apis/batch/v1/namespaces/ns/jobs"
+    assert server.requests[0]["body"] == body  # sent as given, unknown fields included
+    assert server.requests[2]["method"] == "DELETE"
+    assert server.requests[2]["path"] == "/apis/batch/v1/namespaces/ns/jobs/j"
+    assert server.requests[2]["body"] == {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "propagationPolicy": "Background",
+        "preconditions": {"uid": "u0"},
+    }
+    assert api.api_requests == 4
+
+
+def test_429_carries_retry_after(server: Server) -> None:
+    server.replies.append(
+        (429, {"Retry-After": "2"}, {"kind": "Status", "reason": "TooManyRequests"})
+    )
+    with pytest.raises(errors.Transient) as info:
+        make_api(server.port).read_job("ns", "j")
+    assert info.value.status == 429 and info.value.retry_after == 2.0
+
+
+def test_watch_streams_events_and_turns_error_410_into_gone(server: Server) -> None:
+    job = {"metadata": {"name": "j", "resourceVersion": "5"}}
+    server.replies.append(
+        (
+            200,
+            {},
+            [
+                {"type": "ADDED", "object": job},
+                {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "6"}}},
+                {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}},
+            ],
+        )
+    )
+    api = make_api(server.port)
+    stream = api.watch_jobs("ns", label_selector="a=b", resource_version="4", timeout_seconds=9)
+    assert next(stream) == kube.WatchEvent("ADDED", job)
+    assert next(stream).type == "BOOKMARK"
+    with pytest.raises(errors.Gone):
+        next(stream)
+    [req] = server.requests
+    assert req["query"] == {
+        "watch": ["true"],
+        "allowWatchBookmarks": ["true"],
+        "labelSelector": ["a=b"],
+        "timeoutSeconds": ["9"],
+        "resourceVersion": ["4"],
+    }
+
+
+def test_watch_that_ends_normally_just_stops(server: Server) -> None:
+    server.replies.append((200, {}, [{"type": "MODIFIED", "object": {"metadata": {"name": "j"}}}]))
+    events = list(
+        make_api(server.port).watch_jobs(
+            "ns", label_selector="a=b", resource_version="", timeout_seconds=1
+        )
+    )
+    assert [e.type for e in events] == ["MODIFIED"]
+    assert "resourceVersion" not in server.requests[0]["query"]
+
+
+def test_list_jobs_and_pods_paths(server: Server) -> None:
+    server.replies += [
+        (200, {}, {"items": [], "metadata": {}}),
+        (200, {}, {"items": [], "metadata": {}}),
+    ]
+    api = make_api(server.port)
+    assert api.list_jobs("ns", field_selector="metadata.name=j", limit=5).items == []
+    assert api.list_pods("ns", label_selector="c=d", limit=5).continue_token is None
+    assert [r["path"] for r in server.requests] == [
+        "/apis/batch/v1/namespaces/ns/jobs",
+        "/api/v1/namespaces/ns/pods",
+    ]
+
+
+def test_connection_refused_is_transient_and_counted() -> None:
+    srv = Server()
+    port = srv.port
+    srv.close()
+    api = make_api(port)
+    with pytest.raises(errors.Transient):
+        api.list_nodes(limit=1)
+    assert api.api_requests == 1
+
+
+def test_missing_kubeconfig_is_a_usage_error(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(errors.UsageError, match="does not exist"):
+        kube.load_configuration(tmp_path / "nope")
+    bad = tmp_path / "config"
+    bad.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\n", encoding="utf-8")
+    with pytest.raises(errors.UsageError, match="cannot load kubeconfig"):
+        kube.load_configuration(bad)
+
+
+def test_in_cluster_without_a_pod_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(errors.UsageError, match="--kubeconfig"):
+        kube.load_configuration(None)
+
+
+def test_kubeconfig_loads_and_disables_client_retries(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "config"
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        ),
+        encoding="utf-8",
+    )
+    cfg = kube.load_configuration(path)
+    assert cfg.host == "https://127.0.0.1:6443"
+    assert cfg.retries is False

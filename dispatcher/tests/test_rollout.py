@@ -1,0 +1,561 @@
+"""The paced fan-out (rollout.py) against the in-memory cluster in fakes.py.
+
+Cases: every node gets exactly one Job, never more than min(parallelism, nodes)
+unfinished; the pacer's decisions; failed nodes do not stop the others and are named
+with reason (and, with --inspect-pods, container, exit code, termination message);
+unknown and tainted nodes; adoption of this owner's Jobs, replacement of an earlier
+owner's (immediately gone, or lingering until its DELETED event); a re-run after a
+crash converges; 429 with Retry-After and 5xx are retried; an exhausted budget ends the
+run; 410 Gone relists without losing results; a broken stream resumes; SIGTERM stops
+dispatching; --timeout; progress lines; a Job deleted under us; a rejected Job;
+--remove-install-jobs; dry run; the pacing invariant under random schedules (hypothesis).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import fakes
+import pytest
+from conftest import node_names
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+from kata_dispatcher import errors, jobs, rollout, settings
+
+MakeApi = Callable[..., fakes.FakeApi]
+MakeSettings = Callable[..., settings.Settings]
+PREFIX = "kata-deploy-install"
+
+
+def run(
+    api: fakes.FakeApi,
+    config: settings.Settings,
+    template: dict[str, Any],
+    clock: fakes.FakeClock,
+    stop: rollout.StopFlag | None = None,
+) -> rollout.Summary:
+    return rollout.Rollout(api, config, template, clock=clock, stop=stop).run()
+
+
+def job_of(node: str) -> str:
+    return jobs.job_name(PREFIX, node)
+
+
+def test_every_node_gets_exactly_one_job_paced(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(10)
+    summary = run(api, make_settings(parallelism=3), template, clock)
+    assert summary.outcome is rollout.Outcome.SUCCEEDED
+    assert summary.exit_code is errors.ExitCode.OK
+    assert summary.succeeded == 10 and summary.nodes_total == 10
+    assert dict(api.created) == {job_of(n): 1 for n in node_names(10)}
+    assert api.max_unfinished == 3
+    assert summary.peak_in_flight == 3
+    # 10 nodes, 3 at a time, 5 s each: 4 waves.
+    assert summary.elapsed_seconds == pytest.approx(20)
+    assert summary.api_requests == api.api_requests
+    # No per-Job polling: Jobs are never read one by one on the happy path.
+    assert api.calls_of("read_job") == [
+        fakes.Call("read_job", {"namespace": "kata", "name": "dispatcher"})
+    ]
+    watch = api.calls_of("watch_jobs")[0].args
+    assert watch["label_selector"] == (
+        "kata-deploy.katacontainers.io/owner=dispatcher,"
+        "kata-deploy.katacontainers.io/release=kata-deploy,"
+        "kata-deploy.katacontainers.io/stage=install"
+    )
+    assert watch["resource_version"] != ""
+    assert 1 <= watch["timeout_seconds"] <= 10
+
+
+def test_created_job_is_pinned_labelled_and_owned(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(1)
+    run(api, make_settings(), template, clock)
+    job = api.jobs[job_of("worker-000")]
+    assert job["spec"]["template"]["spec"]["nodeName"] == "worker-000"
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "owner-uid"
+    assert job["metadata"]["labels"][jobs.NODE_LABEL] == "worker-000"
+
+
+def test_parallelism_is_capped_at_the_node_count(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(4)
+    summary = run(api, make_settings(parallelism=50), template, clock)
+    assert summary.peak_in_flight == 4 and summary.succeeded == 4
+
+
+def test_pacer_decisions() -> None:
+    pacer = rollout.Pacer(["a", "b", "c", "d"], parallelism=2)
+    assert pacer.cap == 2
+    assert [pacer.take(), pacer.take(), pacer.take()] == ["a", "b", None]
+    pacer.finish("a")
+    assert pacer.take() == "c"
+    pacer.adopt("d", running=True)  # already existed: counts, even above the cap
+    assert pacer.active == {"b", "c", "d"} and not pacer.queue
+    assert pacer.peak == 3
+    assert rollout.Pacer([], parallelism=5).cap == 0
+    assert rollout.Pacer(["x"], parallelism=5).cap == 1
+
+
+def test_failed_nodes_do_not_stop_the_others(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(6)
+    api.scripts["worker-001"] = fakes.Script(succeed=False, duration=1)
+    api.scripts["worker-004"] = fakes.Script(
+        succeed=False, reason="DeadlineExceeded", message="too slow"
+    )
+    summary = run(api, make_settings(parallelism=2), template, clock)
+    assert summary.outcome is rollout.Outcome.FAILED
+    assert summary.exit_code is errors.ExitCode.NODES_FAILED
+    assert summary.succeeded == 4
+    assert summary.failed == [
+        {
+            "node": "worker-001",
+            "job": job_of("worker-001"),
+            "reason": "BackoffLimitExceeded",
+            "message": "Job has reached the specified backoff limit",
+        },
+        {
+            "node": "worker-004",
+            "job": job_of("worker-004"),
+            "reason": "DeadlineExceeded",
+            "message": "too slow",
+        },
+    ]
+    assert api.calls_of("list_pods") == []
+
+
+def test_inspect_pods_reports_container_exit_code_and_message(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(2)
+    api.scripts["worker-001"] = fakes.Script(succeed=False, container="cri", exit_code=3)
+    summary = run(api, make_settings(inspect_pods=True), template, clock)
+    [failure] = summary.failed
+    assert failure["container"] == "cri"
+    assert failure["exit_code"] == 3
+    assert failure["termination_message"] == "containerd config is not valid TOML"
+    assert failure["pod"].startswith(job_of("worker-001"))
+    assert len(api.calls_of("list_pods")) == 1
+
+
+def test_inspect_pods_without_rights_degrades_to_the_job_condition(
+    make_api: MakeApi,
+    make_settings: MakeSettings,
+    template: dict[str, Any],
+    clock: fakes.FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = make_api(3)
+    api.default = fakes.Script(succeed=False)
+    api.fail("list_pods", errors.Forbidden("list Pods", status=403))
+    summary = run(api, make_settings(inspect_pods=True), template, clock)
+    assert len(summary.failed) == 3
+    assert all(
+        f["reason"] == "BackoffLimitExceeded" and "container" not in f for f in summary.failed
+    )
+    assert len(api.calls_of("list_pods")) == 1  # turned off after the first refusal
+    assert "not allowed to list pods" in caplog.text
+
+
+def test_unknown_names_fail_and_the_rest_proceed(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(3)
+    summary = run(api, make_settings(nodes=("worker-002", "ghost", "worker-000")), template, clock)
+    assert summary.succeeded == 2 and summary.nodes_total == 3
+    assert summary.failed == [
+        {"node": "ghost", "reason": "NodeNotFound", "message": "no node with this name exists"}
+    ]
+    assert summary.exit_code is errors.ExitCode.NODES_FAILED
+    assert set(api.created) == {job_of("worker-000"), job_of("worker-002")}
+
+
+def test_tainted_nodes_are_skipped_and_reported(
+    clock: fakes.FakeClock, make_settings: MakeSettings, template: dict[str, Any]
+) -> None:
+    api = fakes.FakeApi(
+        clock,
+        nodes=[
+            fakes.node("cp", taints=[("node-role.kubernetes.io/control-plane", "", "NoSchedule")]),
+            fakes.node("kata-only", taints=[("kata", "yes", "NoSchedule")]),
+            fakes.node("w"),
+        ],
+    )
+    summary = run(api, make_settings(), template, clock)
+    assert summary.outcome is rollout.Outcome.SUCCEEDED and summary.succeeded == 2
+    assert summary.skipped == [
+        {
+            "node": "cp",
+            "reason": "UntoleratedTaint",
+            "taint": "node-role.kubernetes.io/control-plane:NoSchedule",
+            "message": "the per-node Job's pod does not tolerate taint "
+            "node-role.kubernetes.io/control-plane:NoSchedule",
+        }
+    ]
+    assert job_of("cp") not in api.created
+
+
+def test_this_owners_jobs_are_adopted_not_duplicated(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(4)
+    labels = jobs.selector_labels(release="kata-deploy", stage="install", owner="dispatcher")
+    api.add_job(job_of("worker-000"), labels=labels, owner_uid="owner-uid", finished=True)
+    api.add_job(job_of("worker-001"), labels=labels, owner_uid="owner-uid", node="worker-001")
+    summary = run(api, make_settings(parallelism=2), template, clock)
+    assert summary.succeeded == 4
+    assert set(api.created) == {job_of("worker-002"), job_of("worker-003")}
+    assert api.max_unfinished <= 2
+
+
+def test_an_earlier_owners_job_is_replaced(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(2)
+    labels = jobs.selector_labels(release="kata-deploy", stage="install", owner="dispatcher")
+    stale = api.add_job(job_of("worker-000"), labels=labels, owner_uid="old-uid", finished=False)
+    summary = run(api, make_settings(), template, clock)
+    assert summary.succeeded == 2
+    [delete] = api.calls_of("delete_job")
+    assert delete.args == {
+        "namespace": "kata",
+        "name": job_of("worker-000"),
+        "uid": stale["metadata"]["uid"],
+    }
+    assert api.jobs[job_of("worker-000")]["metadata"]["ownerReferences"][0]["uid"] == "owner-uid"
+
+
+def test_a_lingering_old_job_is_replaced_once_it_is_gone(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(2)
+    api.deletion_delay = 7
+    # Labelled for another owner name: the watch does not see it, only create attempts do.
+    api.add_job(job_of("worker-001"), labels={}, owner_uid="old-uid", finished=True)
+    labels = jobs.selector_labels(release="kata-deploy", stage="install", owner="dispatcher")
+    api.add_job(job_of("worker-000"), labels=labels, owner_uid="old-uid", finished=True)
+    summary = run(api, make_settings(parallelism=2, progress_interval=2), template, clock)
+    assert summary.succeeded == 2 and not summary.failed
+    assert api.created[job_of("worker-000")] == 1 and api.created[job_of("worker-001")] == 1
+    for name in (job_of("worker-000"), job_of("worker-001")):
+        assert api.jobs[name]["metadata"]["ownerReferences"][0]["uid"] == "owner-uid"
+
+
+def test_rerun_after_a_crash_converges(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(9)
+    stop = rollout.StopFlag()
+    watches = {"n": 0}
+
+    def crash_on_third_watch(_: fakes.FakeApi) -> None:
+        watches["n"] += 1
+        if watches["n"] == 3:
+            stop.requested = True  # the process dies: nothing more is dispatched
+
+    api.on_watch = crash_on_third_watch
+    first = run(api, make_settings(parallelism=2, progress_interval=3), template, clock, stop)
+    assert first.outcome is rollout.Outcome.TERMINATED
+    assert first.not_dispatched
+    api.on_watch = None
+    # Same owner Job (a restarted dispatcher pod): adopt everything that exists.
+    second = run(api, make_settings(parallelism=2), template, clock)
+    assert second.outcome is rollout.Outcome.SUCCEEDED and second.succeeded == 9
+    assert set(api.created.values()) == {1}
+    assert len(api.created) == 9
+    # A new owner (helm upgrade re-created the dispatcher Job): every Job replaced once.
+    api.jobs["dispatcher"]["metadata"]["uid"] = "owner-uid-2"
+    third = run(api, make_settings(parallelism=2), template, clock)
+    assert third.succeeded == 9
+    assert set(api.created.values()) == {2}
+    assert api.max_unfinished <= 2
+
+
+def test_429_with_retry_after_and_5xx_are_retried(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(3)
+    api.fail("create_job", errors.Transient("create", status=429, retry_after=4.0))
+    api.fail(
+        "list_jobs", errors.Transient("list", status=503), errors.Transient("list", status=502)
+    )
+    api.fail("watch_jobs", errors.Transient("watch", status=500))
+    summary = run(api, make_settings(), template, clock)
+    assert summary.succeeded == 3
+    assert 4.0 in clock.sleeps
+    assert dict(api.created) == {job_of(n): 1 for n in node_names(3)}
+
+
+def test_an_exhausted_budget_ends_the_run(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(2)
+    api.fail("list_nodes", *[errors.Transient("list nodes", message="connection refused")] * 500)
+    with pytest.raises(errors.Transient) as info:
+        run(api, make_settings(retry_budget=30), template, clock)
+    assert info.value.exhausted
+    assert info.value.exit_code is errors.ExitCode.API_UNREACHABLE
+
+
+def test_a_missing_owner_is_a_usage_error(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(2, owner=None)
+    with pytest.raises(errors.UsageError, match="owner Job kata/dispatcher not found"):
+        run(api, make_settings(), template, clock)
+
+
+def test_410_gone_relists_and_loses_no_result(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(6)
+    watches = {"n": 0}
+
+    def expire(fake: fakes.FakeApi) -> None:
+        watches["n"] += 1
+        if watches["n"] == 2:
+            fake.advance_to(fake.clock.now + 6)  # Jobs finish while nobody watches ...
+            fake.compacted_below = fake.next_rv()  # ... and history is compacted
+
+    api.on_watch = expire
+    summary = run(api, make_settings(parallelism=3, progress_interval=3), template, clock)
+    assert summary.succeeded == 6
+    assert len(api.calls_of("list_jobs")) == 2
+    assert dict(api.created) == {job_of(n): 1 for n in node_names(6)}
+
+
+def test_a_broken_stream_resumes_from_the_last_resource_version(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(5)
+    api.break_stream_after = 4
+    summary = run(api, make_settings(parallelism=5), template, clock)
+    assert summary.succeeded == 5
+    versions = [c.args["resource_version"] for c in api.calls_of("watch_jobs")]
+    assert int(versions[1]) > int(versions[0])
+
+
+def test_sigterm_stops_dispatching_and_reports(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(6)
+    stop = rollout.StopFlag()
+    api.on_watch = lambda _: stop.request("received SIGTERM")
+    summary = run(api, make_settings(parallelism=2), template, clock, stop)
+    assert summary.outcome is rollout.Outcome.TERMINATED
+    assert summary.exit_code is errors.ExitCode.TERMINATED
+    assert len(api.created) == 2
+    assert [u["node"] for u in summary.unfinished] == ["worker-000", "worker-001"]
+    assert summary.not_dispatched == node_names(6)[2:]
+
+
+def test_sigterm_while_blocked_on_the_watch_interrupts_it() -> None:
+    stop = rollout.StopFlag()
+    stop.interruptible = True
+    with pytest.raises(rollout.Interrupted):
+        stop.request("received SIGTERM")
+    assert stop.requested and not stop.interruptible
+    stop.request("again")  # not interruptible now: only the flag
+
+
+def test_timeout_ends_the_run_with_its_own_code(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(4)
+    api.default = fakes.Script(duration=100)
+    summary = run(api, make_settings(parallelism=2, timeout=30), template, clock)
+    assert summary.outcome is rollout.Outcome.TIMEOUT
+    assert summary.exit_code is errors.ExitCode.TIMEOUT
+    assert len(summary.unfinished) == 2 and len(summary.not_dispatched) == 2
+    assert clock.now - 1000 == pytest.approx(30)
+
+
+def test_progress_lines_at_a_steady_cadence(
+    make_api: MakeApi,
+    make_settings: MakeSettings,
+    template: dict[str, Any],
+    clock: fakes.FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = make_api(6)
+    with caplog.at_level(logging.INFO, logger="kata_dispatcher.rollout"):
+        run(api, make_settings(parallelism=1, progress_interval=5), template, clock)
+    lines = [r for r in caplog.records if r.getMessage().startswith("progress:")]
+    # 30 s of work, a line every 5 s, plus the final one.
+    assert len(lines) == 7
+    assert lines[0].getMessage() == "progress: 1/6 done, 1 running, 4 queued, 0 failed, 5s elapsed"
+    assert lines[-1].__dict__["done"] == 6
+
+
+def test_a_job_deleted_under_us_is_a_failure(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(2)
+    api.scripts["worker-000"] = fakes.Script(duration=50)
+    watches = {"n": 0}
+
+    def delete(fake: fakes.FakeApi) -> None:
+        watches["n"] += 1
+        if watches["n"] == 2:
+            fake.delete_job("kata", job_of("worker-000"))
+
+    api.on_watch = delete
+    summary = run(api, make_settings(parallelism=2), template, clock)
+    assert summary.failed == [
+        {
+            "node": "worker-000",
+            "job": job_of("worker-000"),
+            "reason": "JobDeleted",
+            "message": "the Job was deleted before it finished",
+        }
+    ]
+    assert summary.succeeded == 1
+
+
+def test_a_rejected_job_fails_only_its_node(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(3)
+    api.fail(
+        "create_job", errors.Invalid("create", status=422, message="spec.template: Invalid value")
+    )
+    summary = run(api, make_settings(), template, clock)
+    assert summary.succeeded == 2
+    assert summary.failed[0]["reason"] == "JobRejected"
+
+
+def test_create_race_with_our_own_job_adopts_it(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(1)
+    original = api.create_job
+
+    def racing(namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        original(namespace, body)  # it got created, but the answer was lost ...
+        raise errors.AlreadyExists("create", status=409, reason="AlreadyExists")
+
+    api.create_job = racing  # type: ignore[method-assign]
+    summary = run(api, make_settings(), template, clock)
+    assert summary.succeeded == 1
+    assert api.created[job_of("worker-000")] == 1
+    # Re-read with LIST + name field selector: RBAC grants `get` only on the owner Job.
+    assert (
+        api.calls_of("list_jobs")[-1].args["field_selector"]
+        == f"metadata.name={job_of('worker-000')}"
+    )
+    assert [c.args["name"] for c in api.calls_of("read_job")] == ["dispatcher"]
+
+
+def test_cleanup_removes_the_install_jobs_after_full_success(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(2)
+    install = jobs.selector_labels(release="kata-deploy", stage="install", owner="d-install")
+    api.add_job("kata-deploy-dispatcher-install", labels={})
+    api.add_job("kata-deploy-install-worker-000", labels=install, finished=True)
+    api.add_job("other-release-install", labels={**install, jobs.RELEASE_LABEL: "other"})
+    template["metadata"]["name"] = "kata-deploy-cleanup"
+    config = make_settings(
+        stage=settings.Stage.CLEANUP, remove_install_jobs="kata-deploy-dispatcher-install"
+    )
+    summary = run(api, config, template, clock)
+    assert summary.succeeded == 2
+    deleted = [c.args["name"] for c in api.calls_of("delete_job")]
+    assert deleted == ["kata-deploy-dispatcher-install", "kata-deploy-install-worker-000"]
+    assert "other-release-install" in api.jobs
+
+
+def test_cleanup_keeps_the_install_jobs_when_a_node_failed(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(2)
+    api.scripts["worker-001"] = fakes.Script(succeed=False)
+    config = make_settings(stage=settings.Stage.CLEANUP, remove_install_jobs="d-install")
+    run(api, config, template, clock)
+    assert api.calls_of("delete_job") == []
+
+
+def test_dry_run_creates_nothing(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(3, owner=None)
+    summary = run(api, make_settings(dry_run=True), template, clock)
+    assert summary.outcome is rollout.Outcome.DRY_RUN and summary.exit_code is errors.ExitCode.OK
+    assert [j["metadata"]["name"] for j in summary.jobs] == [job_of(n) for n in node_names(3)]
+    assert summary.jobs[0]["metadata"]["ownerReferences"][0]["uid"] == rollout.DRY_RUN_UID
+    assert {c.method for c in api.calls} == {"read_job", "list_nodes"}
+
+
+def test_no_nodes_selected_is_success_with_nothing_to_do(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(3)
+    summary = run(api, make_settings(selector="kata=yes"), template, clock)
+    assert summary.outcome is rollout.Outcome.SUCCEEDED
+    assert summary.nodes_total == 0 and api.calls_of("watch_jobs") == []
+
+
+def test_summary_json_is_one_line(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    import json
+
+    summary = run(make_api(2), make_settings(), template, clock)
+    text = summary.to_json()
+    assert "\n" not in text
+    data = json.loads(text)
+    assert set(data) >= {
+        "result",
+        "nodes_total",
+        "succeeded",
+        "failed",
+        "skipped",
+        "peak_in_flight",
+        "api_requests",
+        "elapsed_seconds",
+        "exit_code",
+    }
+
+
+@hsettings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    count=st.integers(1, 40),
+    parallelism=st.integers(1, 12),
+    durations=st.lists(st.floats(0.5, 30), min_size=40, max_size=40),
+    failures=st.sets(st.integers(0, 39), max_size=10),
+    interval=st.sampled_from([1.0, 3.0, 10.0]),
+)
+def test_pacing_invariant(  # noqa: PLR0917 - hypothesis passes strategies by keyword
+    template: dict[str, Any],
+    make_settings: MakeSettings,
+    count: int,
+    parallelism: int,
+    durations: list[float],
+    failures: set[int],
+    interval: float,
+) -> None:
+    clock = fakes.FakeClock()
+    names = node_names(count)
+    api = fakes.FakeApi(clock, nodes=[fakes.node(n) for n in names])
+    for i, name in enumerate(names):
+        api.scripts[name] = fakes.Script(succeed=i not in failures, duration=durations[i])
+    summary = run(
+        api, make_settings(parallelism=parallelism, progress_interval=interval), template, clock
+    )
+    assert api.max_unfinished <= min(parallelism, count)
+    assert summary.peak_in_flight == min(parallelism, count)
+    assert dict(api.created) == {job_of(n): 1 for n in names}
+    failed = {f["node"] for f in summary.failed}
+    assert failed == {names[i] for i in failures if i < count}
+    assert summary.succeeded + len(failed) == count
