@@ -1,0 +1,124 @@
+"""The only module that imports `kubernetes`: node labels and the DaemonSet lookup.
+
+Callers see the small `Kube` protocol, so tests use an in-memory fake. API exceptions
+are translated into errors.NotFound / Conflict / KubeUnavailable; connection errors,
+429 and 5xx are retried with tenacity under a total time budget.
+Credentials: --kubeconfig, else $KUBECONFIG (through Settings), else in-cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import tenacity
+from kubernetes import client, config
+from kubernetes.client import exceptions as kexc
+from urllib3 import exceptions as urlexc
+
+from kata_installer import errors
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_BUDGET_SECONDS = 60.0
+_REQUEST_TIMEOUT = (5.0, 30.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class DaemonSetState:
+    name: str
+    deleting: bool
+
+
+class Kube(Protocol):
+    def get_node_labels(self, name: str) -> dict[str, str]: ...
+
+    def set_node_label(self, name: str, key: str, value: str | None) -> None:
+        """Set the label (value) or remove it (None)."""
+
+    def get_daemonset(self, namespace: str, name: str) -> DaemonSetState | None:
+        """The DaemonSet, or None when it does not exist."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, kexc.ApiException):
+        return exc.status in (429, 500, 502, 503, 504) or exc.status == 0
+    return isinstance(exc, urlexc.HTTPError | ConnectionError | TimeoutError)
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    log.warning("Kubernetes API call failed (attempt %d), retrying: %s", state.attempt_number, exc)
+
+
+class ApiKube:
+    """`Kube` backed by the real API server."""
+
+    def __init__(self, *, kubeconfig: str) -> None:
+        try:
+            if kubeconfig:
+                api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+            else:
+                cfg = client.Configuration()
+                config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+                api_client = client.ApiClient(cfg)
+        except (config.ConfigException, OSError) as exc:
+            raise errors.KubeUnavailable(
+                "no Kubernetes credentials: pass --kubeconfig (or KUBECONFIG) or run in a pod "
+                f"with a ServiceAccount token ({exc})"
+            ) from exc
+        self._core = client.CoreV1Api(api_client)
+        self._apps = client.AppsV1Api(api_client)
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_retryable),
+            stop=tenacity.stop_after_delay(_BUDGET_SECONDS),
+            wait=tenacity.wait_exponential(multiplier=0.5, max=8),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        try:
+            return retrying(fn)
+        except kexc.ApiException as exc:
+            if exc.status == 404:
+                raise errors.NotFound(f"{what}: not found") from exc
+            if exc.status == 409:
+                raise errors.Conflict(f"{what}: conflict") from exc
+            if exc.status in (401, 403):
+                raise errors.KubeUnavailable(
+                    f"{what}: the API refused us ({exc.status} {exc.reason}); check the "
+                    "ServiceAccount's RBAC (nodes: get, patch; daemonsets: get)"
+                ) from exc
+            raise errors.KubeUnavailable(f"{what}: API error {exc.status} {exc.reason}") from exc
+        except (urlexc.HTTPError, ConnectionError, TimeoutError) as exc:
+            raise errors.KubeUnavailable(f"{what}: cannot reach the API server ({exc})") from exc
+
+    def get_node_labels(self, name: str) -> dict[str, str]:
+        node: Any = self._call(
+            f"get node {name}",
+            lambda: self._core.read_node(name, _request_timeout=_REQUEST_TIMEOUT),
+        )
+        return dict(node.metadata.labels or {})
+
+    def set_node_label(self, name: str, key: str, value: str | None) -> None:
+        body = {"metadata": {"labels": {key: value}}}
+        self._call(
+            f"patch node {name}",
+            lambda: self._core.patch_node(name, body, _request_timeout=_REQUEST_TIMEOUT),
+        )
+
+    def get_daemonset(self, namespace: str, name: str) -> DaemonSetState | None:
+        try:
+            ds: Any = self._call(
+                f"get daemonset {namespace}/{name}",
+                lambda: self._apps.read_namespaced_daemon_set(
+                    name, namespace, _request_timeout=_REQUEST_TIMEOUT
+                ),
+            )
+        except errors.NotFound:
+            return None
+        return DaemonSetState(name=name, deleting=ds.metadata.deletion_timestamp is not None)

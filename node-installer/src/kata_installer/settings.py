@@ -1,0 +1,25 @@
+"""The one frozen Settings object, built in cli.py and passed down.
+
+Nothing below the CLI reads the environment; every knob arrives through here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    config: pathlib.Path
+    host_root: pathlib.Path
+    payload: pathlib.Path
+    node_name: str
+    restart: str  # auto | systemd | none
+    lock_timeout: float
+    kubeconfig: str
+    log_format: str  # text | json
+    dry_run: bool
+    arch: str  # amd64 | arm64 | s390x | ppc64le
+    daemonset_name: str = ""
+    namespace: str = ""

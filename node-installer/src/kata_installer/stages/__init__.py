@@ -1,0 +1,124 @@
+"""The ordered list of stages, and the runner that walks it forwards or backwards.
+
+Each stage has a read-only `check` (True: nothing to do), an `apply` (run only when
+the check fails) and a `revert` (safe to run twice; returns whether it changed
+anything). install walks the list forwards, uninstall backwards; every step logs
+"stage i/n <name>: applied|skipped|reverted" with the node and stage on the line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from kata_installer import config, errors, fsutil, hostpaths, kube, logs, markers, restart, runtimes
+from kata_installer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Context:
+    """Everything a stage may use; built once per run by the CLI (or a test)."""
+
+    settings: Settings
+    cfg: config.InstallerConfig
+    host: hostpaths.HostRoot
+    writer: fsutil.HostWriter
+    restarter: restart.Restarter
+    kube_factory: Callable[[], kube.Kube]
+    cache: dict[str, Any] = dataclasses.field(default_factory=dict)
+    _runtime: runtimes.Runtime | None = None
+    _kube: kube.Kube | None = None
+
+    @property
+    def arch(self) -> str:
+        return self.settings.arch
+
+    def runtime(self) -> runtimes.Runtime:
+        if self._runtime is None:
+            self._runtime = runtimes.detect(self.host, self.cfg)
+        return self._runtime
+
+    def kube(self) -> kube.Kube:
+        if self._kube is None:
+            self._kube = self.kube_factory()
+        return self._kube
+
+
+class Stage(Protocol):
+    name: str
+    revert_name: str
+    read_only: bool
+
+    def check(self, ctx: Context) -> bool: ...
+
+    def apply(self, ctx: Context) -> None: ...
+
+    def revert(self, ctx: Context) -> bool: ...
+
+
+def _ordered() -> list[Stage]:
+    # late import: the stage modules import Context from this package
+    from kata_installer.stages import artifacts, cri, host_check, label  # noqa: PLC0415
+
+    return [host_check.HostCheck(), artifacts.Artifacts(), cri.Cri(), label.Label()]
+
+
+STAGES: list[Stage] = _ordered()
+
+
+def by_name(name: str) -> tuple[int, Stage]:
+    for i, st in enumerate(STAGES):
+        if name in (st.name, st.revert_name):
+            return i, st
+    raise KeyError(name)
+
+
+@contextlib.contextmanager
+def _report_failure(index: int, name: str) -> Iterator[None]:
+    try:
+        yield
+    except errors.InstallerError:
+        log.error("stage %d/%d %s: failed", index, len(STAGES), name)
+        raise
+
+
+def run_apply(ctx: Context, stage: Stage) -> str:
+    """Apply one stage if its check says so; return applied|skipped (passed: read-only)."""
+    index = STAGES.index(stage) + 1
+    with logs.stage(stage.name), _report_failure(index, stage.name):
+        if stage.read_only:
+            stage.check(ctx)
+            outcome = "passed"
+        elif stage.check(ctx):
+            outcome = "skipped"
+        else:
+            stage.apply(ctx)
+            outcome = "applied"
+        if not ctx.settings.dry_run:
+            markers.mark_done(ctx.host, ctx.writer, ctx.cfg.install_name, stage.name)
+        log.info("stage %d/%d %s: %s", index, len(STAGES), stage.name, outcome)
+    return outcome
+
+
+def run_revert(ctx: Context, stage: Stage) -> str:
+    """Revert one stage; return reverted|skipped."""
+    index = STAGES.index(stage) + 1
+    with logs.stage(stage.revert_name), _report_failure(index, stage.revert_name):
+        outcome = "reverted" if stage.revert(ctx) else "skipped"
+        if not ctx.settings.dry_run:
+            markers.clear_done(ctx.host, ctx.writer, ctx.cfg.install_name, stage.name)
+        log.info("stage %d/%d %s: %s", index, len(STAGES), stage.revert_name, outcome)
+    return outcome
+
+
+def install(ctx: Context) -> dict[str, str]:
+    return {st.name: run_apply(ctx, st) for st in STAGES}
+
+
+def uninstall(ctx: Context) -> dict[str, str]:
+    return {st.revert_name: run_revert(ctx, st) for st in reversed(STAGES)}

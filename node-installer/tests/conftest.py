@@ -1,0 +1,126 @@
+"""Shared fixtures: a synthetic payload, host roots seeded from fixtures/hosts/<case>/,
+tree snapshots, and a Context builder that talks to a FakeKube.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import stat
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+from kata_installer import cli, fsutil, stages
+from kata_installer.settings import Settings
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+import fakes
+import payload as payload_gen
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "hosts"
+CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "case.yaml").is_file())
+NODE = "node-1"
+
+Snapshot = dict[str, tuple[Any, ...]]
+
+
+@pytest.fixture(scope="session")
+def payload(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return payload_gen.generate(tmp_path_factory.mktemp("payload") / "opt-kata")
+
+
+def case_meta(case: str) -> dict[str, Any]:
+    meta: dict[str, Any] = yaml.safe_load((FIXTURES / case / "case.yaml").read_text())
+    meta.setdefault("uninstall", list(reversed(meta["installs"])))
+    return meta
+
+
+def seed_host(case: str, dest: pathlib.Path) -> pathlib.Path:
+    """Copy the fixture host tree; add what the pod always sees (/opt, /dev/kvm)."""
+    shutil.copytree(FIXTURES / case / "host", dest, symlinks=True)
+    (dest / "opt").mkdir(exist_ok=True)
+    (dest / "dev").mkdir(exist_ok=True)
+    (dest / "dev" / "kvm").touch()
+    return dest
+
+
+def snapshot(root: pathlib.Path, *, mtimes: bool = False) -> Snapshot:
+    """Every path under root except run/ (transient): type, bytes, mode (and mtime)."""
+    out: Snapshot = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        if rel_dir == "run" or rel_dir.startswith("run/"):
+            dirnames[:] = []
+            continue
+        for name in dirnames + filenames:
+            p = pathlib.Path(dirpath) / name
+            rel = os.path.relpath(p, root)
+            if rel == "run":
+                continue
+            st = p.lstat()
+            extra = (st.st_mtime_ns,) if mtimes else ()
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", str(p.readlink()), *extra)
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st.st_mode), *extra)
+            else:
+                out[rel] = ("file", p.read_bytes(), stat.S_IMODE(st.st_mode), *extra)
+    return out
+
+
+def diff(a: Snapshot, b: Snapshot) -> list[str]:
+    lines = [f"only before: {k}" for k in sorted(set(a) - set(b))]
+    lines += [f"only after: {k}" for k in sorted(set(b) - set(a))]
+    lines += [f"changed: {k}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
+    return lines
+
+
+def settings(
+    root: pathlib.Path, config: pathlib.Path, payload: pathlib.Path, **kw: Any
+) -> Settings:
+    base: dict[str, Any] = {
+        "config": config,
+        "host_root": root,
+        "payload": payload,
+        "node_name": NODE,
+        "restart": "none",
+        "lock_timeout": 5.0,
+        "kubeconfig": "",
+        "log_format": "text",
+        "dry_run": False,
+        "arch": "amd64",
+    }
+    base.update(kw)
+    return Settings(**base)
+
+
+MakeCtx = Callable[..., stages.Context]
+
+
+@pytest.fixture
+def kube() -> fakes.FakeKube:
+    return fakes.FakeKube([NODE])
+
+
+@pytest.fixture
+def make_ctx(payload: pathlib.Path, kube: fakes.FakeKube) -> MakeCtx:
+    def make(
+        root: pathlib.Path,
+        config: pathlib.Path,
+        *,
+        fault: fsutil.FaultHook | None = None,
+        **kw: Any,
+    ) -> stages.Context:
+        s = settings(root, config, kw.pop("payload", payload), **kw)
+        return cli.build_context(
+            s,
+            kube_factory=lambda: kube,
+            writer=fsutil.HostWriter(dry_run=s.dry_run, fault=fault, durable=False),
+        )
+
+    return make

@@ -1,0 +1,147 @@
+"""Bad input gets a clear error naming the file/field and leaves nothing half-written.
+
+Cases: unknown shim, unknown field, dropIn that is not TOML (names the shim), bad
+suffix, malformed existing containerd config, missing payload file, read-only host
+directory, missing /dev/kvm, suffix on containerd 1.x, hostile symlinks in the host
+tree, label/unlabel without a node name or API access, the CLI's exit codes.
+"""
+
+from __future__ import annotations
+
+import errno
+import pathlib
+import shutil
+
+import pytest
+from conftest import FIXTURES, NODE, MakeCtx, diff, seed_host, snapshot
+from kata_installer import cli, config, errors, hostpaths, stages
+
+
+def _cfg(tmp_path: pathlib.Path, text: str) -> pathlib.Path:
+    p = tmp_path / "installer.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("shims: {qemu-fast: {}}", "shims.qemu-fast: unknown shim 'qemu-fast'"),
+        ("shims: {qemu: {arches: [amd64], dropin: x}}", "shims.qemu.dropin: unknown field"),
+        ("shims: {qemu: {dropIn: '[hypervisor.qemu'}}", "shims.qemu.dropIn: not valid TOML"),
+        ("suffix: Bad_Suffix\nshims: {qemu: {}}", "suffix: 'Bad_Suffix'"),
+        ("shims: {qemu: {arches: [x86]}}", "shims.qemu.arches: unknown architecture 'x86'"),
+        ("customRuntimes: {r: {dropIn: ''}}", "customRuntimes.r.baseConfig: is required"),
+        ("shims: {}", "nothing to install"),
+        ("debug: 'yes'\nshims: {qemu: {}}", "debug: must be bool"),
+        ("distribution: openshift\nshims: {qemu: {}}", "distribution: 'openshift'"),
+    ],
+)
+def test_config_errors_name_the_field(tmp_path: pathlib.Path, text: str, needle: str) -> None:
+    with pytest.raises(errors.ConfigError, match=None) as exc:
+        config.load(_cfg(tmp_path, text))
+    assert needle in str(exc.value)
+    assert str(tmp_path / "installer.yaml") in str(exc.value)
+
+
+def test_malformed_existing_config(tmp_path: pathlib.Path, make_ctx: MakeCtx) -> None:
+    root = seed_host("containerd2-noimports", tmp_path / "host")
+    (root / "etc/containerd/config.toml").write_text("version = 3\n[plugins\n")
+    before = snapshot(root)
+    with pytest.raises(errors.HostError, match=r"/etc/containerd/config.toml is not valid TOML"):
+        stages.install(make_ctx(root, FIXTURES / "containerd2-noimports" / "installer.yaml"))
+    assert diff(before, snapshot(root)) == []
+
+
+def test_missing_payload_file(
+    tmp_path: pathlib.Path, make_ctx: MakeCtx, payload: pathlib.Path
+) -> None:
+    broken = tmp_path / "payload"
+    shutil.copytree(payload, broken, symlinks=True)
+    (broken / "bin/qemu-system-x86_64").unlink()
+    root = seed_host("containerd2-noimports", tmp_path / "host")
+    before = snapshot(root)
+    with pytest.raises(errors.HostError) as exc:
+        stages.install(
+            make_ctx(root, FIXTURES / "containerd2-noimports" / "installer.yaml", payload=broken)
+        )
+    assert "bin/qemu-system-x86_64" in str(exc.value) and "hypervisor.qemu.path" in str(exc.value)
+    assert diff(before, snapshot(root)) == []
+
+
+def test_read_only_directory(tmp_path: pathlib.Path, make_ctx: MakeCtx) -> None:
+    root = seed_host("containerd2-noimports", tmp_path / "host")
+    cfg = FIXTURES / "containerd2-noimports" / "installer.yaml"
+    before = snapshot(root)
+
+    def read_only_etc(_op: str, path: pathlib.Path) -> None:
+        if "/etc/" in str(path):
+            raise OSError(errno.EROFS, "Read-only file system")
+
+    with pytest.raises(errors.HostError) as exc:
+        stages.install(make_ctx(root, cfg, fault=read_only_etc))
+    assert "etc/containerd" in str(exc.value) and "read-only" in str(exc.value)
+    assert (root / "etc/containerd/config.toml").read_bytes() == before[
+        "etc/containerd/config.toml"
+    ][1]
+    stages.install(make_ctx(root, cfg))  # once writable, a re-run converges
+    stages.uninstall(make_ctx(root, cfg))
+    assert diff(before, snapshot(root)) == []
+
+
+def test_host_check_problems_are_listed(tmp_path: pathlib.Path, make_ctx: MakeCtx) -> None:
+    root = seed_host("containerd16-fresh", tmp_path / "host")
+    (root / "dev/kvm").unlink()
+    cfg = _cfg(tmp_path, "suffix: ci\nshims: {qemu: {arches: [amd64]}}")
+    with pytest.raises(errors.HostError) as exc:
+        stages.run_apply(make_ctx(root, cfg), stages.by_name("host-check")[1])
+    assert "/dev/kvm does not exist" in str(exc.value)
+    assert "multiInstallSuffix='ci' needs" in str(exc.value)
+    assert "1.6 (from /var/lib/dpkg/status)" in str(exc.value)
+
+
+def test_arch_without_shims(tmp_path: pathlib.Path, make_ctx: MakeCtx) -> None:
+    root = seed_host("containerd2-noimports", tmp_path / "host")
+    cfg = _cfg(tmp_path, "shims: {qemu-snp: {arches: [amd64]}}")
+    with pytest.raises(errors.HostError, match="architecture s390x"):
+        stages.run_apply(make_ctx(root, cfg, arch="s390x"), stages.by_name("host-check")[1])
+
+
+def test_hostpaths_refuse_escapes(tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "host"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/containerd").symlink_to("/var/lib/containerd-conf")
+    (root / "etc/evil").symlink_to("../../../../outside")
+    host = hostpaths.HostRoot(root)
+    # an absolute link target is read inside the host root, as the host would
+    assert host.path("/etc/containerd/config.toml") == root / "var/lib/containerd-conf/config.toml"
+    with pytest.raises(errors.HostError, match="escapes the host root"):
+        host.path("/etc/evil/x")
+    with pytest.raises(errors.HostError, match="escapes the host root"):
+        host.path("/../etc/passwd")
+
+
+def test_label_needs_node_name(tmp_path: pathlib.Path, make_ctx: MakeCtx) -> None:
+    root = seed_host("containerd2-noimports", tmp_path / "host")
+    ctx = make_ctx(root, FIXTURES / "containerd2-noimports" / "installer.yaml", node_name="")
+    with pytest.raises(errors.ConfigError, match="node name is unknown"):
+        stages.run_apply(ctx, stages.by_name("label")[1])
+
+
+def test_label_without_api_fails_with_exit_3(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, payload: pathlib.Path
+) -> None:
+    for var in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KATA_INSTALLER_KUBECONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    root = seed_host("containerd2-noimports", tmp_path / "host")
+    cfg = str(FIXTURES / "containerd2-noimports" / "installer.yaml")
+    argv = ["--config", cfg, "--host-root", str(root), "--payload", str(payload), "--arch", "amd64"]
+    assert cli.run([*argv, "--node-name", NODE, "label"]) == errors.EXIT_API
+    assert cli.run([*argv, "label"]) == errors.EXIT_USAGE
+    assert cli.run([*argv, "--config", str(tmp_path / "nope.yaml"), "cri"]) == errors.EXIT_USAGE
+    monkeypatch.setenv("KATA_INSTALLER_RESTART", "none")
+    assert cli.run([*argv, "artifacts"]) == errors.EXIT_OK
+    assert cli.run([*argv, "cri"]) == errors.EXIT_OK
+    assert cli.run([*argv, "remove-artifacts"]) == errors.EXIT_FAILED  # revert-cri first
+    assert cli.run([*argv, "revert-cri"]) == errors.EXIT_OK
+    assert cli.run([*argv, "remove-artifacts"]) == errors.EXIT_OK
