@@ -12,7 +12,7 @@ export HELM_PLUGINS := $(CURDIR)/.tools/helm/plugins
 
 CHART := helm-chart/kata-deploy
 PY_SRC := dispatcher/src node-installer/src
-PY_ALL := dispatcher node-installer tests
+PY_ALL := dispatcher node-installer tests hack
 NODES ?= 20
 
 .PHONY: help
@@ -26,7 +26,7 @@ setup: ## Install every pinned tool (built once, cached in ~/.cache/kata-deploy)
 
 .PHONY: test
 test: setup ## Run every gate: lint, unit tests, chart tests, docs drift, image checks, e2e
-	$(MAKE) --no-print-directory lint test-dispatcher test-node-installer test-chart verify-docs test-images e2e
+	$(MAKE) --no-print-directory lint test-dispatcher test-node-installer test-chart test-contracts verify-docs test-images e2e
 	@echo "make test: every gate passed"
 
 .PHONY: lint
@@ -77,6 +77,10 @@ hadolint: ## Lint the Dockerfiles
 .PHONY: shellcheck
 shellcheck: ## Lint every shell script
 	git ls-files -z '*.sh' .ci/run | xargs -0 shellcheck
+
+.PHONY: test-contracts
+test-contracts: ## Check what the chart renders against the programs' own parsers
+	pytest -q tests/contracts
 
 .PHONY: test-images
 test-images: ## Check the Dockerfiles' inputs and run each image's entrypoint from a clean venv

@@ -1,0 +1,177 @@
+"""What the chart renders, read by the programs that will consume it.
+
+The chart and the two programs are tested separately; this suite checks the seam between
+them (docs/contracts.md) with real `helm template` output and the programs' own parsers,
+so a renamed flag, a schema field the installer rejects or a mount outside /host fails
+here rather than on a node. Cases, for the defaults, every ci/*-values.yaml and both
+try-kata-*.values.yaml:
+- the installer-config ConfigMap's installer.yaml loads with kata_installer.config;
+- every kata-installer container's args parse with the installer's CLI and name a command;
+- every installer hostPath volume is mounted at /host + its path;
+- every kata-dispatcher container's args and env parse with the dispatcher's CLI, given
+  the job template ConfigMap it mounts; the template passes the dispatcher's checks.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+from kata_dispatcher import cli as dispatcher_cli
+from kata_installer import cli as installer_cli
+from kata_installer import config as installer_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm-chart" / "kata-deploy"
+SCENARIOS = [
+    None,
+    *sorted(CHART.glob("ci/*-values.yaml")),
+    *sorted(CHART.glob("try-kata-*.values.yaml")),
+]
+JOB_MODE = ["--set", "deploymentMode=job"]
+
+Obj = dict[str, Any]
+
+
+def _render(values: pathlib.Path | None, extra: list[str]) -> list[Obj]:
+    cmd = ["helm", "template", "kata-deploy", str(CHART), "--namespace", "kata-deploy"]
+    if values is not None:
+        cmd += ["-f", str(values)]
+    out = subprocess.run(cmd + extra, check=True, capture_output=True, text=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def _scenario_id(values: pathlib.Path | None) -> str:
+    return values.name if values else "defaults"
+
+
+def _pod_specs(docs: list[Obj]) -> list[tuple[str, Obj]]:
+    """Every pod spec the chart renders, including those inside the job templates."""
+    specs: list[tuple[str, Obj]] = []
+    for doc in docs:
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        if kind in ("Job", "DaemonSet"):
+            specs.append((f"{kind}/{name}", doc["spec"]["template"]["spec"]))
+        if kind == "ConfigMap":
+            for key, text in (doc.get("data") or {}).items():
+                if key.endswith("-job.yaml"):
+                    job = yaml.safe_load(text)
+                    specs.append((f"{name}:{key}", job["spec"]["template"]["spec"]))
+    return specs
+
+
+def _containers(spec: Obj) -> list[Obj]:
+    return [*(spec.get("initContainers") or []), *spec["containers"]]
+
+
+def _configmap(docs: list[Obj], name: str) -> Obj:
+    matches = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == name]
+    assert matches, f"no ConfigMap {name} rendered"
+    return matches[0]
+
+
+@pytest.fixture(scope="module", params=SCENARIOS, ids=_scenario_id)
+def rendered(request: pytest.FixtureRequest) -> list[list[Obj]]:
+    """Each scenario as given, and again forced into job mode."""
+    values = request.param
+    return [_render(values, []), _render(values, JOB_MODE)]
+
+
+def test_installer_config_loads_with_the_installer(rendered: list[list[Obj]]) -> None:
+    for docs in rendered:
+        maps = [
+            d
+            for d in docs
+            if d["kind"] == "ConfigMap"
+            and d["metadata"].get("labels", {}).get("app.kubernetes.io/component")
+            == "installer-config"
+        ]
+        assert len(maps) == 1, "exactly one installer-config ConfigMap"
+        data = yaml.safe_load(maps[0]["data"]["installer.yaml"])
+        cfg = installer_config.parse(data, source="installer.yaml")
+        assert cfg.shims or cfg.custom_runtimes, "the rendered config enables nothing"
+
+
+def test_installer_containers_parse_with_the_installer_cli(rendered: list[list[Obj]]) -> None:
+    parser = installer_cli.parser()
+    seen = 0
+    for docs in rendered:
+        for where, spec in _pod_specs(docs):
+            for c in _containers(spec):
+                if c.get("command") != ["kata-installer"]:
+                    continue
+                seen += 1
+                args = parser.parse_args(c.get("args", []))
+                assert args.command in installer_cli.COMMANDS, f"{where}/{c['name']}"
+                env = {e["name"]: e for e in c.get("env", [])}
+                assert env["KATA_INSTALLER_HOST_ROOT"]["value"] == "/host", where
+                assert "KATA_INSTALLER_NODE_NAME" in env, where
+    assert seen, "no kata-installer container rendered"
+
+
+def test_installer_host_mounts_sit_under_host_root(rendered: list[list[Obj]]) -> None:
+    for docs in rendered:
+        for where, spec in _pod_specs(docs):
+            host_paths = {
+                v["name"]: v["hostPath"]["path"] for v in spec.get("volumes", []) if "hostPath" in v
+            }
+            for c in _containers(spec):
+                for m in c.get("volumeMounts", []):
+                    if m["name"] in host_paths:
+                        expected = "/host" + host_paths[m["name"]]
+                        assert m["mountPath"] == expected, f"{where}/{c['name']}: {m}"
+
+
+def _env_of(container: Obj) -> dict[str, str]:
+    env = {}
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace":
+            env[e["name"]] = "kata-deploy"
+    return env
+
+
+def test_dispatcher_containers_parse_with_the_dispatcher_cli(
+    rendered: list[list[Obj]], tmp_path: pathlib.Path
+) -> None:
+    seen = 0
+    for docs in rendered:
+        for where, spec in _pod_specs(docs):
+            mounts_cm = {
+                v["name"]: v["configMap"]["name"]
+                for v in spec.get("volumes", [])
+                if "configMap" in v
+            }
+            for c in _containers(spec):
+                if c.get("command") != ["kata-dispatcher"]:
+                    continue
+                seen += 1
+                args = list(c.get("args", []))
+                # Materialise the mounted ConfigMaps the way the kubelet would, and point
+                # the args at the copies.
+                for m in c.get("volumeMounts", []):
+                    if m["name"] not in mounts_cm:
+                        continue
+                    local = tmp_path / m["name"]
+                    local.mkdir(exist_ok=True)
+                    for key, text in _configmap(docs, mounts_cm[m["name"]])["data"].items():
+                        (local / key).write_text(text)
+                    args = [a.replace(m["mountPath"], str(local), 1) for a in args]
+                if "--template" not in args:
+                    continue  # a mode without a per-node template
+                settings, template = dispatcher_cli.parse(args, _env_of(c))
+                assert settings.namespace == "kata-deploy", where
+                assert template["kind"] == "Job", where
+    if any(d["kind"] == "Job" for docs in rendered for d in docs):
+        assert seen, "job mode renders no kata-dispatcher container"
+
+
+def test_helm_is_the_real_binary() -> None:
+    out = subprocess.run(["helm", "version", "--short"], check=True, capture_output=True, text=True)
+    assert out.stdout.startswith("v4."), out.stdout
+    assert os.environ.get("HELM_PLUGINS"), "run through make: HELM_* must point into .tools"
