@@ -5,6 +5,12 @@ a Job "controller" that finishes each Job after a scripted duration of simulated
 (advanced only while the dispatcher waits on the watch), scripted failures with pod
 statuses, and injectable faults (429, 5xx, conflicts, 410 Gone, broken streams). Every
 call is recorded. It speaks plain JSON dicts, like kube.KubeApi.
+
+DaemonSets (for --delete-daemonset) have their own event log and owned pods. A
+foreground DELETE behaves like the API server plus the garbage collector: the DaemonSet
+gets a deletionTimestamp and the foregroundDeletion finalizer, each pod is marked
+terminating and goes after its scripted revert time (or never, if stuck), and the
+DaemonSet is removed (DELETED event) once its last pod is gone.
 """
 
 from __future__ import annotations
@@ -119,6 +125,11 @@ class FakeApi:
         self.break_stream_after: int | None = None
         self.on_watch: Callable[[FakeApi], None] | None = None
         self.created: collections.Counter[str] = collections.Counter()
+        self.daemonsets: dict[str, Obj] = {}
+        self.ds_events: list[tuple[int, str, Obj]] = []
+        self.ds_pods: dict[str, Obj] = {}  # pods owned by DaemonSets, by pod name
+        self.revert_seconds: dict[str, float | None] = {}  # by pod name; None = stuck
+        self.delete_at_once = False  # a DaemonSet DELETE answers Status and removes it
         self.max_unfinished = 0
         self._rv = 100
         self._uids = itertools.count(1)
@@ -164,6 +175,75 @@ class FakeApi:
         self.jobs[name] = job
         self.events.append((self._rv, "ADDED", copy.deepcopy(job)))
         return job
+
+    def add_daemonset(
+        self,
+        name: str,
+        *,
+        nodes: Iterable[str] = (),
+        revert_seconds: float = 3.0,
+        stuck: Iterable[str] = (),
+        uid: str | None = None,
+        finalizers: Iterable[str] = (),
+    ) -> Obj:
+        """A DaemonSet with one running pod per node; a pod on a `stuck` node never goes.
+        Pods revert `revert_seconds` after the DaemonSet's deletion, one second apart.
+        Extra `finalizers` keep the DaemonSet after its last pod has gone."""
+        labels = {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": "installer"}
+        ds: Obj = {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "uid": uid or f"uid-{next(self._uids)}",
+                "resourceVersion": str(self.next_rv()),
+                "finalizers": list(finalizers),
+            },
+            "spec": {"selector": {"matchLabels": dict(labels)}},
+        }
+        self.daemonsets[name] = ds
+        self.ds_events.append((self._rv, "ADDED", copy.deepcopy(ds)))
+        stuck_nodes = set(stuck)
+        for i, node_name in enumerate(nodes):
+            pod_name = f"{name}-{node_name}"
+            self.ds_pods[pod_name] = {
+                "metadata": {
+                    "name": pod_name,
+                    "namespace": self.namespace,
+                    "labels": dict(labels),
+                    "ownerReferences": [
+                        {"kind": "DaemonSet", "name": name, "uid": ds["metadata"]["uid"]}
+                    ],
+                },
+                "spec": {"nodeName": node_name},
+                "status": {"phase": "Running"},
+            }
+            self.revert_seconds[pod_name] = None if node_name in stuck_nodes else revert_seconds + i
+        return ds
+
+    def _ds_event(self, kind: str, ds: Obj) -> None:
+        ds["metadata"]["resourceVersion"] = str(self.next_rv())
+        self.ds_events.append((self._rv, kind, copy.deepcopy(ds)))
+
+    def _owned_pods(self, uid: str) -> list[str]:
+        return [
+            name
+            for name, pod in self.ds_pods.items()
+            if any(r["uid"] == uid for r in pod["metadata"]["ownerReferences"])
+        ]
+
+    def _remove_daemonset_if_free(self, name: str, uid: str) -> None:
+        ds = self.daemonsets.get(name)
+        if ds is None or ds["metadata"]["uid"] != uid or self._owned_pods(uid):
+            return
+        finalizers = [f for f in ds["metadata"]["finalizers"] if f != "foregroundDeletion"]
+        if finalizers:  # the garbage collector is done; someone else's finalizer holds it
+            ds["metadata"]["finalizers"] = finalizers
+            self._ds_event("MODIFIED", ds)
+            return
+        del self.daemonsets[name]
+        self._ds_event("DELETED", ds)
 
     def fail(self, method: str, *exc: Exception) -> None:
         """The next calls of `method` raise these, in order (each still counts)."""
@@ -266,12 +346,28 @@ class FakeApi:
             del self.jobs[name]
             self._event("DELETED", job)
 
+    def _run_ds_action(self, kind: str, name: str, uid: str) -> None:
+        if kind == "pod-gone":
+            self.ds_pods.pop(name, None)
+        self._remove_daemonset_if_free(
+            name if kind == "ds-gone" else self._pod_owner_name(uid), uid
+        )
+
+    def _pod_owner_name(self, uid: str) -> str:
+        for ds_name, ds in self.daemonsets.items():
+            if ds["metadata"]["uid"] == uid:
+                return ds_name
+        return ""
+
     def advance_to(self, when: float) -> None:
         """Run every scheduled action due by `when`, then set the clock to it."""
         while self._actions and self._actions[0][0] <= when:
             at, _, kind, name, uid = heapq.heappop(self._actions)
             self.clock.now = max(self.clock.now, at)
-            self._run_action(kind, name, uid)
+            if kind in ("pod-gone", "ds-gone"):
+                self._run_ds_action(kind, name, uid)
+            else:
+                self._run_action(kind, name, uid)
         self.clock.now = max(self.clock.now, when)
 
     # -- kube.Api ----------------------------------------------------------------------
@@ -389,22 +485,34 @@ class FakeApi:
             self.on_watch(self)
         if int(resource_version or 0) < self.compacted_below:
             raise errors.Gone("watch Jobs", status=410, reason="Expired")
-        return self._stream(label_selector, int(resource_version or 0), timeout_seconds)
+        return self._stream(
+            self.events,
+            lambda obj: matches(label_selector, obj["metadata"].get("labels") or {}),
+            since=int(resource_version or 0),
+            timeout=timeout_seconds,
+        )
 
-    def _stream(self, selector: str, since: int, timeout: int) -> Iterator[kube.WatchEvent]:
+    def _stream(
+        self,
+        log: list[tuple[int, str, Obj]],
+        keep: Callable[[Obj], bool],
+        *,
+        since: int,
+        timeout: int,
+    ) -> Iterator[kube.WatchEvent]:
         end = self.clock.now + timeout
         index = 0
         sent = 0
         while True:
-            while index < len(self.events) and self.events[index][0] <= since:
+            while index < len(log) and log[index][0] <= since:
                 index += 1
-            if index < len(self.events):
-                rv, kind, obj = self.events[index]
+            if index < len(log):
+                rv, kind, obj = log[index]
                 since = rv
-                if matches(selector, obj["metadata"].get("labels") or {}):
+                if keep(obj):
                     if self.break_stream_after is not None and sent >= self.break_stream_after:
                         self.break_stream_after = None
-                        raise errors.Transient("watch Jobs", message="stream broke")
+                        raise errors.Transient("watch", message="stream broke")
                     sent += 1
                     yield kube.WatchEvent(kind, copy.deepcopy(obj))
                 continue
@@ -414,7 +522,111 @@ class FakeApi:
             self.clock.now = max(self.clock.now, end)
             return
 
-    def list_pods(self, namespace: str, *, label_selector: str, limit: int) -> kube.Page:
-        self._enter("list_pods", namespace=namespace, label_selector=label_selector, limit=limit)
-        uid = label_selector.split("=", 1)[1]
-        return self._page(self.pods.get(uid, []), limit, None)
+    def list_pods(
+        self,
+        namespace: str,
+        *,
+        label_selector: str,
+        limit: int,
+        continue_token: str | None = None,
+    ) -> kube.Page:
+        self._enter(
+            "list_pods",
+            namespace=namespace,
+            label_selector=label_selector,
+            limit=limit,
+            continue_token=continue_token,
+        )
+        if label_selector.startswith("batch.kubernetes.io/controller-uid="):
+            uid = label_selector.split("=", 1)[1]
+            return self._page(self.pods.get(uid, []), limit, continue_token)
+        items = [
+            pod
+            for _, pod in sorted(self.ds_pods.items())
+            if matches(label_selector, pod["metadata"].get("labels") or {})
+        ]
+        return self._page(items, limit, continue_token)
+
+    def delete_daemonset(self, namespace: str, name: str) -> Obj:
+        self._enter("delete_daemonset", namespace=namespace, name=name)
+        ds = self.daemonsets.get(name)
+        if ds is None:
+            raise errors.NotFound(f"delete DaemonSet {name}", status=404, reason="NotFound")
+        uid = ds["metadata"]["uid"]
+        if self.delete_at_once:
+            for pod_name in self._owned_pods(uid):
+                del self.ds_pods[pod_name]
+            del self.daemonsets[name]
+            self._ds_event("DELETED", ds)
+            return {"kind": "Status", "apiVersion": "v1", "status": "Success"}
+        if ds["metadata"].get("deletionTimestamp"):
+            return copy.deepcopy(ds)  # already being deleted: nothing new happens
+        ds["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        ds["metadata"]["finalizers"] = ["foregroundDeletion", *ds["metadata"]["finalizers"]]
+        self._ds_event("MODIFIED", ds)
+        owned = self._owned_pods(uid)
+        for pod_name in owned:
+            self.ds_pods[pod_name]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+            seconds = self.revert_seconds.get(pod_name)
+            if seconds is not None:
+                heapq.heappush(
+                    self._actions,
+                    (self.clock.now + seconds, next(self._seq), "pod-gone", pod_name, uid),
+                )
+        if not owned:
+            heapq.heappush(
+                self._actions, (self.clock.now + 0.1, next(self._seq), "ds-gone", name, uid)
+            )
+        return copy.deepcopy(ds)
+
+    def list_daemonsets(
+        self,
+        namespace: str,
+        *,
+        field_selector: str,
+        limit: int,
+        continue_token: str | None = None,
+    ) -> kube.Page:
+        self._enter(
+            "list_daemonsets",
+            namespace=namespace,
+            field_selector=field_selector,
+            limit=limit,
+            continue_token=continue_token,
+        )
+        items = [
+            ds
+            for name, ds in sorted(self.daemonsets.items())
+            if field_selector == f"metadata.name={name}"
+        ]
+        return self._page(items, limit, continue_token)
+
+    def watch_daemonsets(
+        self,
+        namespace: str,
+        *,
+        field_selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> Iterator[kube.WatchEvent]:
+        self._enter(
+            "watch_daemonsets",
+            namespace=namespace,
+            field_selector=field_selector,
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+        )
+        if self.on_watch is not None:
+            self.on_watch(self)
+        if int(resource_version or 0) < self.compacted_below:
+            raise errors.Gone("watch DaemonSets", status=410, reason="Expired")
+        return self._stream(
+            self.ds_events,
+            # Bookmarks carry no name and pass any field selector, as on a real server.
+            lambda obj: (
+                "name" not in obj["metadata"]
+                or field_selector == f"metadata.name={obj['metadata']['name']}"
+            ),
+            since=int(resource_version or 0),
+            timeout=timeout_seconds,
+        )

@@ -7,7 +7,9 @@ environment; namespace from flag, then POD_NAMESPACE, then the ServiceAccount fi
 label; bad template / bad numbers are exit 2; a full run against the fake cluster
 prints one JSON line on stdout and logs a startup line with version and settings;
 JSON logs; dry-run YAML; a missing owner gives exit 2 and a JSON error line; API
-unreachable gives exit 3.
+unreachable gives exit 3. --delete-daemonset: its settings from flags and environment
+twins, the Job flags refused with it, a bad name, and whole runs printing one JSON line
+(gone: 0, absent: 0, timeout: 4, API unreachable: 3, no RBAC right: 2).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def test_help_explains_flags_env_and_exit_codes(capsys: pytest.CaptureFixture[st
         "--remove-install-jobs NAME",
         "--wait-for-nodes SECONDS",
         "--timeout SECONDS",
+        "--delete-daemonset NAME",
+        "foreground",
         "KATA_DISPATCHER_OWNER_JOB",
         "Exit codes: 0",
         "143",
@@ -90,8 +94,12 @@ def test_every_flag_has_an_environment_twin(
     }
     parser = cli.build_parser()
     flags = {a.option_strings[0] for a in parser._actions if a.option_strings} - {"-h", "--version"}
-    # --selector is exclusive with --nodes: its twin is checked below.
-    assert {cli._env_name(f) for f in flags} == set(env) | {"KATA_DISPATCHER_SELECTOR"}
+    # --selector is exclusive with --nodes, --delete-daemonset with the Job flags: their
+    # twins are checked below.
+    assert {cli._env_name(f) for f in flags} == set(env) | {
+        "KATA_DISPATCHER_SELECTOR",
+        "KATA_DISPATCHER_DELETE_DAEMONSET",
+    }
     config, _ = cli.parse([], env)
     assert config == settings.Settings(
         template=template_file,
@@ -296,3 +304,125 @@ def test_module_entry_point_runs(template_file: pathlib.Path) -> None:
         check=False,
     )
     assert result.returncode == 0 and result.stdout.strip() == kata_dispatcher.__version__
+
+
+def test_teardown_settings_from_flags_and_environment(tmp_path: pathlib.Path) -> None:
+    config = cli.parse_teardown(
+        ["--delete-daemonset", "kata-deploy", "--timeout", "300"],
+        {
+            "POD_NAMESPACE": "kube-system",
+            "KATA_DISPATCHER_TIMEOUT": "9",
+            "KATA_DISPATCHER_DRY_RUN": "true",
+            "KATA_DISPATCHER_KUBECONFIG": str(tmp_path / "kc"),
+            "KATA_DISPATCHER_PROGRESS_INTERVAL": "5",
+        },
+    )
+    assert config == settings.Teardown(
+        daemonset="kata-deploy",
+        namespace="kube-system",
+        timeout=300,
+        dry_run=True,
+        kubeconfig=tmp_path / "kc",
+        progress_interval=5,
+    )
+    env = {"KATA_DISPATCHER_DELETE_DAEMONSET": "ds.v2", "KATA_DISPATCHER_NAMESPACE": "ns"}
+    assert cli.parse_teardown([], env).daemonset == "ds.v2"
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--template", "t.yaml"], {}, "--template"),
+        (["--parallelism", "3", "--nodes", "a"], {}, "--parallelism, --nodes"),
+        ([], {"KATA_DISPATCHER_OWNER_JOB": "d"}, "--owner-job"),
+        ([], {"KATA_DISPATCHER_INSPECT_PODS": "true"}, "--inspect-pods"),
+    ],
+)
+def test_job_flags_are_refused_with_delete_daemonset(
+    argv: list[str], env: dict[str, str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.parse_teardown(["--delete-daemonset", "k", "--namespace", "n", *argv], env)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "not to --delete-daemonset" in err
+
+
+def test_empty_selection_flags_do_not_count_as_job_flags() -> None:
+    config = cli.parse_teardown(
+        ["--delete-daemonset", "k", "--namespace", "n", "--nodes", "", "--selector", ""], {}
+    )
+    assert config.daemonset == "k"
+
+
+@pytest.mark.parametrize("name", ["", "Kata", "kata_deploy", "-k", "k" * 254])
+def test_a_bad_daemonset_name_is_exit_2(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.parse_teardown(["--delete-daemonset", name, "--namespace", "n"], {})
+    assert info.value.code == 2
+    assert "--delete-daemonset" in capsys.readouterr().err
+
+
+def test_teardown_needs_a_namespace(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(SystemExit):
+        cli.parse_teardown(["--delete-daemonset", "k"], {}, sa_namespace_file=tmp_path / "absent")
+
+
+TEARDOWN = ["--delete-daemonset", "kata-deploy", "--namespace", "kata"]
+
+
+def test_teardown_run_prints_one_json_line(
+    clock: fakes.FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = fakes.FakeApi(clock, owner=None)
+    api.add_daemonset("kata-deploy", nodes=["a", "b"])
+    assert cli.run(TEARDOWN, {}, api=api, clock=clock) == 0
+    captured = capsys.readouterr()
+    [line] = captured.out.splitlines()
+    summary = json.loads(line)
+    assert summary["result"] == "deleted" and summary["exit_code"] == 0
+    assert summary["daemonset"] == "kata-deploy" and summary["namespace"] == "kata"
+    assert summary["pods_remaining"] == 0
+    assert summary["api_requests"] == api.api_requests
+    assert '"daemonset": "kata-deploy"' in captured.err.splitlines()[0]
+    assert "finished: DaemonSet kata/kata-deploy deleted, exit 0" in captured.err
+
+
+def test_teardown_of_an_absent_daemonset_is_exit_0(
+    clock: fakes.FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.run(TEARDOWN, {}, api=fakes.FakeApi(clock, owner=None), clock=clock) == 0
+    assert json.loads(capsys.readouterr().out)["result"] == "absent"
+
+
+def test_teardown_timeout_is_exit_4(
+    clock: fakes.FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = fakes.FakeApi(clock, owner=None)
+    api.add_daemonset("kata-deploy", nodes=["a", "b"], stuck=["b"])
+    code = cli.run([*TEARDOWN, "--timeout", "20"], {}, api=api, clock=clock)
+    assert code == errors.ExitCode.TIMEOUT == 4
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["result"] == "timeout" and summary["pods_remaining"] == 1
+    assert summary["remaining"] == [{"pod": "kata-deploy-b", "node": "b", "terminating": True}]
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        (errors.Transient("delete", status=503), 3),
+        (errors.Forbidden("delete DaemonSet kata/kata-deploy", status=403), 2),
+    ],
+)
+def test_teardown_errors_print_a_json_error(
+    clock: fakes.FakeClock,
+    capsys: pytest.CaptureFixture[str],
+    fault: errors.ApiError,
+    code: int,
+) -> None:
+    api = fakes.FakeApi(clock, owner=None)
+    api.add_daemonset("kata-deploy")
+    api.fail("delete_daemonset", *[fault] * 1000)
+    assert cli.run([*TEARDOWN, "--retry-budget", "5"], {}, api=api, clock=clock) == code
+    out = json.loads(capsys.readouterr().out)
+    assert out["result"] == "error" and out["exit_code"] == code

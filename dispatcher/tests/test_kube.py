@@ -5,8 +5,9 @@ Cases: HTTP failures become the right exceptions (409 AlreadyExists vs Conflict,
 410, 401/403, 400/422, 429 and 5xx with Retry-After seconds or date); ApiException
 status 0; list pagination parameters and the bearer token; create/delete bodies (UID
 precondition, Background propagation); a watch stream with events, a bookmark, and an
-ERROR 410 event; a refused connection is Transient; every request is counted; bad
-kubeconfig paths are usage errors.
+ERROR 410 event; the DaemonSet calls (foreground DELETE body, a Status answer, 404,
+LIST and watch by name field selector, paginated pod list); a refused connection is
+Transient; every request is counted; bad kubeconfig paths are usage errors.
 """
 
 from __future__ import annotations
@@ -261,6 +262,73 @@ def test_list_jobs_and_pods_paths(server: Server) -> None:
         "/apis/batch/v1/namespaces/ns/jobs",
         "/api/v1/namespaces/ns/pods",
     ]
+
+
+def test_delete_daemonset_is_foreground_and_returns_the_answer(server: Server) -> None:
+    ds = {"kind": "DaemonSet", "metadata": {"name": "k", "uid": "u", "deletionTimestamp": "t"}}
+    server.replies += [
+        (200, {}, ds),
+        (200, {}, {"kind": "Status", "status": "Success"}),
+        (404, {}, {"kind": "Status", "reason": "NotFound", "message": 'daemonsets.apps "k"'}),
+    ]
+    api = make_api(server.port)
+    assert api.delete_daemonset("ns", "k") == ds
+    assert api.delete_daemonset("ns", "k")["kind"] == "Status"
+    with pytest.raises(errors.NotFound, match="delete DaemonSet ns/k"):
+        api.delete_daemonset("ns", "k")
+    req = server.requests[0]
+    assert req["method"] == "DELETE"
+    assert req["path"] == "/apis/apps/v1/namespaces/ns/daemonsets/k"
+    assert req["body"] == {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "propagationPolicy": "Foreground",
+    }
+
+
+def test_list_and_watch_daemonsets_by_field_selector(server: Server) -> None:
+    ds = {"metadata": {"name": "k", "resourceVersion": "8"}}
+    server.replies += [
+        (200, {}, {"items": [ds], "metadata": {"resourceVersion": "7"}}),
+        (
+            200,
+            {},
+            [
+                {"type": "DELETED", "object": ds},
+                {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}},
+            ],
+        ),
+    ]
+    api = make_api(server.port)
+    page = api.list_daemonsets("ns", field_selector="metadata.name=k", limit=1)
+    assert page == kube.Page([ds], None, "7")
+    stream = api.watch_daemonsets(
+        "ns", field_selector="metadata.name=k", resource_version="7", timeout_seconds=4
+    )
+    assert next(stream) == kube.WatchEvent("DELETED", ds)
+    with pytest.raises(errors.Gone):
+        next(stream)
+    listed, watched = server.requests
+    assert listed["path"] == watched["path"] == "/apis/apps/v1/namespaces/ns/daemonsets"
+    assert listed["query"] == {"limit": ["1"], "fieldSelector": ["metadata.name=k"]}
+    assert watched["query"] == {
+        "watch": ["true"],
+        "allowWatchBookmarks": ["true"],
+        "fieldSelector": ["metadata.name=k"],
+        "timeoutSeconds": ["4"],
+        "resourceVersion": ["7"],
+    }
+
+
+def test_list_pods_sends_the_continue_token(server: Server) -> None:
+    server.replies.append((200, {}, {"items": [], "metadata": {"continue": "c2"}}))
+    page = make_api(server.port).list_pods("ns", label_selector="a=b", limit=3, continue_token="c1")
+    assert page.continue_token == "c2"
+    assert server.requests[0]["query"] == {
+        "limit": ["3"],
+        "labelSelector": ["a=b"],
+        "continue": ["c1"],
+    }
 
 
 def test_connection_refused_is_transient_and_counted() -> None:

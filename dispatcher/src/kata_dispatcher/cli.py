@@ -1,9 +1,10 @@
 """Command line: flags (each with a KATA_DISPATCHER_* twin), Settings, exit codes.
 
 Why: the one place that reads argv, the environment and the ServiceAccount namespace
-file, builds the frozen Settings, sets up logging and signals, runs the rollout and
-prints the result on stdout. Everything below it receives Settings and never looks at
-the environment.
+file, builds the frozen Settings (or, with --delete-daemonset, the frozen Teardown
+settings), sets up logging and signals, runs the rollout or the teardown and prints the
+result on stdout. Everything below it receives settings and never looks at the
+environment.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -20,7 +22,7 @@ from types import FrameType
 from typing import Any
 
 import kata_dispatcher
-from kata_dispatcher import errors, jobs, kube, logs, nodes, retry, rollout, settings
+from kata_dispatcher import errors, jobs, kube, logs, nodes, retry, rollout, settings, teardown
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,13 @@ pinned with spec.template.spec.nodeName, labelled with release, stage, node and 
 and owned (non-controller ownerReference) by the --owner-job Job, so deleting that Job
 garbage-collects them. A Job left by an earlier run of the same owner is adopted; one
 left by an earlier owner is replaced.
+
+DaemonSet teardown (--delete-daemonset NAME, the chart's DaemonSet-mode pre-delete hook):
+instead of dispatching Jobs, delete the DaemonSet NAME in --namespace with foreground
+propagation, so it keeps a deletionTimestamp until every one of its pods is gone (each
+installer pod sees that and reverts its node while its RBAC still exists), and wait on a
+watch until the DaemonSet itself is gone. A DaemonSet that does not exist is success.
+Only --namespace, --timeout, --dry-run and the connection and output flags apply.
 """
 
 EPILOG = f"""\
@@ -53,19 +62,40 @@ A flag given on the command line wins over its environment variable.
 
 Output: logs go to stderr; stdout gets one JSON summary line (nodes_total, succeeded,
 failed and skipped with reasons, peak_in_flight, api_requests, elapsed_seconds), or,
-with --dry-run, the Jobs as YAML.
+with --dry-run, the Jobs as YAML. With --delete-daemonset the line has result
+(deleted, absent, timeout, terminated or dry-run), pods_remaining and the pods left.
 
-Exit codes: 0 every node succeeded; 1 one or more nodes failed or do not exist;
-2 bad flags, template, kubeconfig, missing owner Job or missing RBAC rights;
-3 the API server stayed unreachable for the whole --retry-budget; 4 --timeout reached;
-143 stopped by SIGTERM or SIGINT (summary still printed).
+Exit codes: 0 every node succeeded (--delete-daemonset: the DaemonSet is gone, or was
+never there); 1 one or more nodes failed or do not exist; 2 bad flags, template,
+kubeconfig, missing owner Job or missing RBAC rights; 3 the API server stayed
+unreachable for the whole --retry-budget; 4 --timeout reached (--delete-daemonset: the
+DaemonSet still exists); 143 stopped by SIGTERM or SIGINT (summary still printed).
 
 Example (local cluster):
   kata-dispatcher --kubeconfig ~/.kube/config --namespace kube-system \\
     --owner-job kata-deploy-dispatcher --template install-job.yaml \\
     --release kata-deploy --selector '!node-role.kubernetes.io/control-plane' \\
     --parallelism 10
+  kata-dispatcher --kubeconfig ~/.kube/config --namespace kube-system \\
+    --delete-daemonset kata-deploy --timeout 600
 """
+
+# DNS-1123 subdomain: what Kubernetes accepts as a DaemonSet name.
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+# Flags (by argparse dest) that only mean something when dispatching Jobs.
+_DISPATCH_ONLY = (
+    "template",
+    "owner_job",
+    "release",
+    "stage",
+    "parallelism",
+    "nodes",
+    "selector",
+    "wait_for_nodes",
+    "inspect_pods",
+    "remove_install_jobs",
+)
 
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
@@ -125,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     req.add_argument(
         "--namespace",
         metavar="NS",
-        help="namespace of the owner Job and the per-node Jobs (default: $POD_NAMESPACE, "
-        "then the pod's ServiceAccount namespace)",
+        help="namespace of the owner Job and the per-node Jobs, or of the --delete-daemonset "
+        "DaemonSet (default: $POD_NAMESPACE, then the pod's ServiceAccount namespace)",
     )
     req.add_argument(
         "--release",
@@ -164,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         metavar="SECONDS",
         type=_seconds,
-        help="give up (exit 4) if not every node finished within SECONDS (default: 0, none)",
+        help="give up (exit 4) if not every node finished, or the --delete-daemonset "
+        "DaemonSet is not gone, within SECONDS (default: 0, none)",
     )
     pace.add_argument(
         "--retry-budget",
@@ -184,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         default=None,
-        help="read the cluster, print the Jobs that would be created as YAML, create nothing",
+        help="read the cluster, print the Jobs that would be created as YAML, create nothing "
+        "(--delete-daemonset: read the DaemonSet and count its pods, delete nothing)",
     )
     beh.add_argument(
         "--inspect-pods",
@@ -198,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="cleanup runs only: once every node succeeded, delete the install dispatcher "
         "Job NAME and every install-stage Job of this release",
+    )
+    tear = parser.add_argument_group("DaemonSet teardown (instead of dispatching Jobs)")
+    tear.add_argument(
+        "--delete-daemonset",
+        metavar="NAME",
+        help="delete the DaemonSet NAME in --namespace with foreground propagation and wait "
+        "until it and all its pods are gone; a missing DaemonSet is success. The Job "
+        "flags above do not apply",
     )
     conn = parser.add_argument_group("connection and output")
     conn.add_argument(
@@ -275,17 +315,105 @@ def _kubeconfig(flag: str | None, environ: Mapping[str, str]) -> pathlib.Path | 
     return pathlib.Path(paths[0]).expanduser() if paths else None
 
 
+def _parse_args(
+    argv: Sequence[str], environ: Mapping[str, str]
+) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """argv, then the environment twins. Usage errors exit 2 through argparse."""
+    parser = build_parser()
+    args = parser.parse_args(list(argv))
+    _from_env(parser, args, environ)
+    return parser, args
+
+
 def parse(
     argv: Sequence[str],
     environ: Mapping[str, str],
     *,
     sa_namespace_file: pathlib.Path = SA_NAMESPACE_FILE,
 ) -> tuple[settings.Settings, dict[str, Any]]:
-    """argv + environment -> (Settings, the loaded template). Usage errors exit 2
-    through argparse; template errors raise jobs.TemplateError."""
-    parser = build_parser()
-    args = parser.parse_args(list(argv))
-    _from_env(parser, args, environ)
+    """argv + environment -> (Settings, the loaded template) of a Job dispatching run.
+    Usage errors exit 2 through argparse; template errors raise jobs.TemplateError."""
+    parser, args = _parse_args(argv, environ)
+    return _dispatch_settings(parser, args, environ, sa_namespace_file=sa_namespace_file)
+
+
+def parse_teardown(
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    *,
+    sa_namespace_file: pathlib.Path = SA_NAMESPACE_FILE,
+) -> settings.Teardown:
+    """argv + environment -> the settings of a --delete-daemonset run (exit 2 on misuse)."""
+    parser, args = _parse_args(argv, environ)
+    return _teardown_settings(parser, args, environ, sa_namespace_file=sa_namespace_file)
+
+
+def _common(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings both kinds of run share, when given."""
+    kwargs: dict[str, Any] = {
+        "log_format": settings.LogFormat(args.log_format) if args.log_format else None,
+        "log_level": args.log_level,
+        "progress_interval": args.progress_interval,
+        "dry_run": args.dry_run,
+        "timeout": args.timeout,
+        "retry_budget": args.retry_budget,
+        "request_timeout": args.request_timeout,
+    }
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _require_namespace(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    sa_namespace_file: pathlib.Path,
+) -> str:
+    namespace = _namespace(args.namespace, environ, sa_namespace_file)
+    if not namespace:
+        parser.error(
+            "no namespace: pass --namespace, or set POD_NAMESPACE, or run in a pod "
+            f"(reads {sa_namespace_file})"
+        )
+    return namespace
+
+
+def _teardown_settings(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    *,
+    sa_namespace_file: pathlib.Path,
+) -> settings.Teardown:
+    name = str(args.delete_daemonset or "").strip()
+    if not name:
+        parser.error("--delete-daemonset needs a DaemonSet name")
+    if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        parser.error(f"--delete-daemonset {name!r} is not a valid DaemonSet name")
+    given = [
+        f"--{dest.replace('_', '-')}"
+        for dest in _DISPATCH_ONLY
+        if getattr(args, dest) not in (None, False, "")
+    ]
+    if given:
+        parser.error(
+            f"{', '.join(given)} (or their {ENV_PREFIX}* twins) only apply to dispatching "
+            "Jobs, not to --delete-daemonset"
+        )
+    return settings.Teardown(
+        daemonset=name,
+        namespace=_require_namespace(parser, args, environ, sa_namespace_file),
+        kubeconfig=_kubeconfig(args.kubeconfig, environ),
+        **_common(args),
+    )
+
+
+def _dispatch_settings(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    *,
+    sa_namespace_file: pathlib.Path,
+) -> tuple[settings.Settings, dict[str, Any]]:
     if not args.template:
         parser.error("--template is required (or KATA_DISPATCHER_TEMPLATE)")
     if not args.owner_job:
@@ -294,12 +422,7 @@ def parse(
     selector = (args.selector or "").strip() or None
     if names and selector:
         parser.error("--nodes and --selector are mutually exclusive: give one or neither")
-    namespace = _namespace(args.namespace, environ, sa_namespace_file)
-    if not namespace:
-        parser.error(
-            "no namespace: pass --namespace, or set POD_NAMESPACE, or run in a pod "
-            f"(reads {sa_namespace_file})"
-        )
+    namespace = _require_namespace(parser, args, environ, sa_namespace_file)
     template = jobs.load_template(pathlib.Path(args.template))
     release = args.release or (template.get("metadata", {}).get("labels") or {}).get(
         "app.kubernetes.io/instance"
@@ -316,15 +439,8 @@ def parse(
             parser.error(f"{what} {value!r} is not a valid Kubernetes label value")
     kwargs: dict[str, Any] = {
         "parallelism": args.parallelism,
-        "log_format": settings.LogFormat(args.log_format) if args.log_format else None,
-        "log_level": args.log_level,
-        "progress_interval": args.progress_interval,
-        "dry_run": args.dry_run,
         "inspect_pods": args.inspect_pods,
         "wait_for_nodes": args.wait_for_nodes,
-        "timeout": args.timeout,
-        "retry_budget": args.retry_budget,
-        "request_timeout": args.request_timeout,
     }
     config = settings.Settings(
         template=pathlib.Path(args.template),
@@ -337,6 +453,7 @@ def parse(
         kubeconfig=_kubeconfig(args.kubeconfig, environ),
         remove_install_jobs=args.remove_install_jobs or None,
         **{k: v for k, v in kwargs.items() if v is not None},
+        **_common(args),
     )
     return config, template
 
@@ -350,8 +467,16 @@ def run(
 ) -> int:
     """The whole program; returns the exit code. `api`/`clock` are for tests."""
     env = os.environ if environ is None else environ
+    parser, args = _parse_args(sys.argv[1:] if argv is None else argv, env)
+    config: settings.Settings | settings.Teardown
+    template: dict[str, Any] = {}
     try:
-        config, template = parse(sys.argv[1:] if argv is None else argv, env)
+        if args.delete_daemonset is not None:
+            config = _teardown_settings(parser, args, env, sa_namespace_file=SA_NAMESPACE_FILE)
+        else:
+            config, template = _dispatch_settings(
+                parser, args, env, sa_namespace_file=SA_NAMESPACE_FILE
+            )
     except errors.UsageError as exc:
         logs.setup(settings.LogFormat.TEXT, "INFO")
         log.error("%s", exc)
@@ -365,7 +490,8 @@ def run(
     stop = rollout.StopFlag()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stop.request(f"received {signal.Signals(signum).name}: no new Jobs, reporting")
+        what = "no new Jobs" if isinstance(config, settings.Settings) else "not waiting any longer"
+        stop.request(f"received {signal.Signals(signum).name}: {what}, reporting")
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     real: kube.KubeApi | None = None
@@ -376,9 +502,9 @@ def run(
                 request_timeout=config.request_timeout,
             )
             api = real
-        summary = rollout.Rollout(
-            api, config, template, clock=clock or retry.SystemClock(), stop=stop
-        ).run()
+        if isinstance(config, settings.Teardown):
+            return _teardown(api, config, clock=clock or retry.SystemClock(), stop=stop)
+        return _dispatch(api, config, template, clock=clock or retry.SystemClock(), stop=stop)
     except errors.DispatcherError as exc:
         code = exc.exit_code
         if isinstance(exc, errors.Transient):
@@ -403,6 +529,17 @@ def run(
             signal.signal(sig, handler)
         if real is not None:
             real.close()
+
+
+def _dispatch(
+    api: kube.Api,
+    config: settings.Settings,
+    template: dict[str, Any],
+    *,
+    clock: retry.Clock,
+    stop: rollout.StopFlag,
+) -> int:
+    summary = rollout.Rollout(api, config, template, clock=clock, stop=stop).run()
     if config.dry_run:
         sys.stdout.write(jobs.render_yaml(summary.jobs))
         sys.stdout.flush()
@@ -416,6 +553,21 @@ def run(
         summary.nodes_total,
         len(summary.failed),
         len(summary.skipped),
+        summary.exit_code,
+    )
+    return int(summary.exit_code)
+
+
+def _teardown(
+    api: kube.Api, config: settings.Teardown, *, clock: retry.Clock, stop: rollout.StopFlag
+) -> int:
+    summary = teardown.Teardown(api, config, clock=clock, stop=stop).run()
+    print(summary.to_json(), flush=True)  # noqa: T201 - the program's output
+    log.info(
+        "finished: DaemonSet %s/%s %s, exit %d",
+        summary.namespace,
+        summary.daemonset,
+        summary.outcome.value,
         summary.exit_code,
     )
     return int(summary.exit_code)

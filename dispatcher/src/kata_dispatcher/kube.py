@@ -39,6 +39,8 @@ _JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
 _JOB = "/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
 _NODES = "/api/v1/nodes"
 _PODS = "/api/v1/namespaces/{namespace}/pods"
+_DAEMONSETS = "/apis/apps/v1/namespaces/{namespace}/daemonsets"
+_DAEMONSET = "/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}"
 
 
 class Page(NamedTuple):
@@ -95,7 +97,34 @@ class Api(Protocol):
         timeout_seconds: int,
     ) -> Iterator[WatchEvent]: ...
 
-    def list_pods(self, namespace: str, *, label_selector: str, limit: int) -> Page: ...
+    def list_pods(
+        self,
+        namespace: str,
+        *,
+        label_selector: str,
+        limit: int,
+        continue_token: str | None = None,
+    ) -> Page: ...
+
+    def delete_daemonset(self, namespace: str, name: str) -> Obj: ...
+
+    def list_daemonsets(
+        self,
+        namespace: str,
+        *,
+        field_selector: str,
+        limit: int,
+        continue_token: str | None = None,
+    ) -> Page: ...
+
+    def watch_daemonsets(
+        self,
+        namespace: str,
+        *,
+        field_selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> Iterator[WatchEvent]: ...
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -361,16 +390,35 @@ class KubeApi:
         resource_version: str,
         timeout_seconds: int,
     ) -> Iterator[WatchEvent]:
+        """Open a watch on Jobs now (errors raise here); see `_watch`."""
+        return self._watch(
+            f"watch Jobs in {namespace}",
+            _JOBS,
+            namespace=namespace,
+            selector=("labelSelector", label_selector),
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+        )
+
+    def _watch(
+        self,
+        what: str,
+        path: str,
+        *,
+        namespace: str,
+        selector: tuple[str, str],
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> Iterator[WatchEvent]:
         """Open a watch now (errors raise here) and return an iterator over its events.
 
         The server ends the stream after `timeout_seconds`; the client gives up reading
         15 s later. An ERROR event becomes `errors.Gone` (410) or another `ApiError`;
         a broken stream becomes `errors.Transient`."""
-        what = f"watch Jobs in {namespace}"
         query: list[tuple[str, Any]] = [
             ("watch", "true"),
             ("allowWatchBookmarks", "true"),
-            ("labelSelector", label_selector),
+            selector,
             ("timeoutSeconds", timeout_seconds),
         ]
         if resource_version:
@@ -378,7 +426,7 @@ class KubeApi:
         response = self._send(
             what,
             "GET",
-            _JOBS,
+            path,
             path_params={"namespace": namespace},
             query=query,
             timeout=(min(self._timeout, 10.0), timeout_seconds + 15.0),
@@ -405,8 +453,17 @@ class KubeApi:
             raw.close()
             raw.release_conn()
 
-    def list_pods(self, namespace: str, *, label_selector: str, limit: int) -> Page:
-        query = self._list_query(label_selector=label_selector, limit=limit, continue_token=None)
+    def list_pods(
+        self,
+        namespace: str,
+        *,
+        label_selector: str,
+        limit: int,
+        continue_token: str | None = None,
+    ) -> Page:
+        query = self._list_query(
+            label_selector=label_selector, limit=limit, continue_token=continue_token
+        )
         return self._page(
             self._json(
                 f"list Pods in {namespace}",
@@ -415,4 +472,64 @@ class KubeApi:
                 path_params={"namespace": namespace},
                 query=query,
             )
+        )
+
+    def delete_daemonset(self, namespace: str, name: str) -> Obj:
+        """DELETE with propagationPolicy=Foreground: the DaemonSet keeps existing, with a
+        deletionTimestamp, until the garbage collector has deleted every pod it owns.
+        Returns the answer: the DaemonSet as it now is, or a Status if it went at once."""
+        options: Obj = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Foreground",
+        }
+        return self._json(
+            f"delete DaemonSet {namespace}/{name}",
+            "DELETE",
+            _DAEMONSET,
+            path_params={"namespace": namespace, "name": name},
+            body=options,
+        )
+
+    def list_daemonsets(
+        self,
+        namespace: str,
+        *,
+        field_selector: str,
+        limit: int,
+        continue_token: str | None = None,
+    ) -> Page:
+        query = self._list_query(
+            label_selector=None,
+            field_selector=field_selector,
+            limit=limit,
+            continue_token=continue_token,
+        )
+        return self._page(
+            self._json(
+                f"list DaemonSets in {namespace}",
+                "GET",
+                _DAEMONSETS,
+                path_params={"namespace": namespace},
+                query=query,
+            )
+        )
+
+    def watch_daemonsets(
+        self,
+        namespace: str,
+        *,
+        field_selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> Iterator[WatchEvent]:
+        """Open a watch on DaemonSets now (errors raise here); see `_watch`. With a
+        `metadata.name=NAME` field selector, RBAC authorizes it against resourceNames."""
+        return self._watch(
+            f"watch DaemonSets in {namespace}",
+            _DAEMONSETS,
+            namespace=namespace,
+            selector=("fieldSelector", field_selector),
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
         )

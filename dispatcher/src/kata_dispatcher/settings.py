@@ -48,14 +48,40 @@ class Settings:
 
     def describe(self) -> dict[str, object]:
         """The settings as plain values, for the one-line startup log."""
-        out: dict[str, object] = {}
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, pathlib.Path):
-                value = str(value)
-            elif isinstance(value, enum.Enum):
-                value = value.value
-            elif isinstance(value, tuple):
-                value = list(value)
-            out[field.name] = value
-        return out
+        return _describe(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Teardown:
+    """A `--delete-daemonset` run: delete the installer DaemonSet with foreground
+    propagation and wait until it is gone (see `kata-dispatcher --help`)."""
+
+    daemonset: str
+    namespace: str
+    kubeconfig: pathlib.Path | None = None
+    log_format: LogFormat = LogFormat.TEXT
+    log_level: str = "INFO"
+    progress_interval: float = 10.0
+    dry_run: bool = False
+    timeout: float = 0.0
+    retry_budget: float = 120.0
+    request_timeout: float = 30.0
+    page_size: int = 500
+
+    def describe(self) -> dict[str, object]:
+        """The settings as plain values, for the one-line startup log."""
+        return _describe(self)
+
+
+def _describe(config: Settings | Teardown) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, pathlib.Path):
+            value = str(value)
+        elif isinstance(value, enum.Enum):
+            value = value.value
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[field.name] = value
+    return out

@@ -227,6 +227,10 @@ Usage: {{ include "kata-deploy.dispatcher.installJobName" . }}
 {{- printf "%s-job-cleanup" (include "kata-deploy.fullname" .) -}}
 {{- end -}}
 
+{{- define "kata-deploy.dispatcher.teardownJobName" -}}
+{{- printf "%s-teardown" (include "kata-deploy.fullname" .) -}}
+{{- end -}}
+
 {{- define "kata-deploy.dispatcher.serviceAccountName" -}}
 {{- printf "%s-dispatcher" (include "kata-deploy.fullname" .) -}}
 {{- end -}}
@@ -242,6 +246,15 @@ DaemonSet and every per-node Job run as it).
 Usage: {{ include "kata-deploy.installer.serviceAccountName" . }}
 */}}
 {{- define "kata-deploy.installer.serviceAccountName" -}}
+{{- include "kata-deploy.fullname" . -}}
+{{- end -}}
+
+{{/*
+kata-deploy.installer.daemonSetName: the installer DaemonSet (daemonset mode). Its pods
+read it by this name on SIGTERM, and the teardown hook deletes it by this name.
+Usage: {{ include "kata-deploy.installer.daemonSetName" . }}
+*/}}
+{{- define "kata-deploy.installer.daemonSetName" -}}
 {{- include "kata-deploy.fullname" . -}}
 {{- end -}}
 

@@ -1,12 +1,18 @@
 {{/*
 kata-deploy.dispatcher.job: one dispatcher hook Job (C6).
-  install: post-install,post-upgrade; deleted only before the next one is created, so
-           its per-node Jobs (owned by it) live until their TTL and a failed run stays
-           inspectable.
-  cleanup: pre-delete; after a successful run it also deletes the install dispatcher Job
-           and the release's install-stage per-node Jobs (Helm does not delete hooks on
-           uninstall), and Helm deletes it (hook-succeeded), so nothing is left (C13).
-Arguments: root context, stage ("install" or "cleanup").
+  install:  job mode, post-install,post-upgrade; deleted only before the next one is
+            created, so its per-node Jobs (owned by it) live until their TTL and a failed
+            run stays inspectable.
+  cleanup:  job mode, pre-delete; after a successful run it also deletes the install
+            dispatcher Job and the release's install-stage per-node Jobs (Helm does not
+            delete hooks on uninstall), and Helm deletes it (hook-succeeded), so nothing
+            is left (C13).
+  teardown: DaemonSet mode, pre-delete (C5, C13); deletes the installer DaemonSet with
+            foreground propagation and waits until it is gone, so every installer pod
+            reverts its node while the installer's ServiceAccount and RBAC still exist
+            (Helm deletes those only after its pre-delete hooks). No volumes: it needs
+            nothing but the API.
+Arguments: root context, stage ("install", "cleanup" or "teardown").
 Usage: {{ include "kata-deploy.dispatcher.job" (list . "install") }}
 */}}
 {{- define "kata-deploy.dispatcher.job" -}}
@@ -16,13 +22,25 @@ Usage: {{ include "kata-deploy.dispatcher.job" (list . "install") }}
 {{- $selection := $root.Values.job -}}
 {{- $hook := "post-install,post-upgrade" -}}
 {{- $deletePolicy := "before-hook-creation" -}}
-{{- if eq $stage "cleanup" -}}
-{{- $name = include "kata-deploy.dispatcher.cleanupJobName" $root -}}
-{{- $selection = $root.Values.job.cleanup -}}
+{{- $deadline := $root.Values.job.activeDeadlineSeconds -}}
+{{- if ne $stage "install" -}}
 {{- $hook = "pre-delete" -}}
 {{- $deletePolicy = "before-hook-creation,hook-succeeded" -}}
 {{- end -}}
-{{- $args := list
+{{- $args := list -}}
+{{- if eq $stage "teardown" -}}
+{{- $name = include "kata-deploy.dispatcher.teardownJobName" $root -}}
+{{- /* The dispatcher's own --timeout ends first, so its summary is in the Job's log. */ -}}
+{{- $deadline = add $root.Values.uninstallTimeoutSeconds 30 -}}
+{{- $args = list
+  "--delete-daemonset" (include "kata-deploy.installer.daemonSetName" $root)
+  "--timeout" ($root.Values.uninstallTimeoutSeconds | toString) -}}
+{{- else -}}
+{{- if eq $stage "cleanup" -}}
+{{- $name = include "kata-deploy.dispatcher.cleanupJobName" $root -}}
+{{- $selection = $root.Values.job.cleanup -}}
+{{- end -}}
+{{- $args = list
   "--template" (printf "/etc/kata-deploy/jobs/%s-job.yaml" $stage)
   "--owner-job" $name
   "--parallelism" ($root.Values.job.parallelism | toString)
@@ -31,6 +49,7 @@ Usage: {{ include "kata-deploy.dispatcher.job" (list . "install") }}
 {{- $args = concat $args (include "kata-deploy.dispatcher.selectionArgs" $selection | fromYaml).args -}}
 {{- if $root.Values.job.inspectFailedPods }}{{ $args = append $args "--inspect-pods" }}{{ end -}}
 {{- if eq $stage "cleanup" }}{{ $args = concat $args (list "--remove-install-jobs" (include "kata-deploy.dispatcher.installJobName" $root)) }}{{ end -}}
+{{- end -}}
 apiVersion: batch/v1
 kind: Job
 metadata:
@@ -44,7 +63,7 @@ metadata:
     helm.sh/hook-delete-policy: {{ $deletePolicy }}
 spec:
   backoffLimit: 0
-  activeDeadlineSeconds: {{ $root.Values.job.activeDeadlineSeconds }}
+  activeDeadlineSeconds: {{ $deadline }}
   ttlSecondsAfterFinished: {{ $root.Values.job.ttlSecondsAfterFinished }}
   template:
     metadata:
@@ -84,6 +103,7 @@ spec:
               drop: [ALL]
             seccompProfile:
               type: RuntimeDefault
+          {{- if ne $stage "teardown" }}
           volumeMounts:
             - name: job-templates
               mountPath: /etc/kata-deploy/jobs
@@ -92,4 +112,5 @@ spec:
         - name: job-templates
           configMap:
             name: {{ include "kata-deploy.installer.jobTemplatesName" $root }}
+          {{- end }}
 {{- end -}}
