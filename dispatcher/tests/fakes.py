@@ -80,6 +80,19 @@ def matches(selector: str | None, labels: dict[str, str]) -> bool:
     return True
 
 
+def _select(
+    store: dict[str, Obj], label_selector: str | None, field_selector: str | None
+) -> list[Obj]:
+    """The objects of `store` (by name, sorted) that match both selectors; the only field
+    selector understood is `metadata.name=NAME`."""
+    return [
+        obj
+        for name, obj in sorted(store.items())
+        if matches(label_selector, obj["metadata"].get("labels") or {})
+        and (not field_selector or field_selector == f"metadata.name={name}")
+    ]
+
+
 @dataclasses.dataclass
 class Script:
     """What happens to a node's Job: finishes `duration` seconds after creation."""
@@ -387,13 +400,11 @@ class FakeApi:
             limit=limit,
             continue_token=continue_token,
         )
-        items = [
-            n
-            for name, n in sorted(self.nodes.items())
-            if matches(label_selector, n["metadata"].get("labels") or {})
-            and (not field_selector or field_selector == f"metadata.name={name}")
-        ]
-        return self._page(items, limit, continue_token)
+        return self._page(
+            _select(self.nodes, label_selector, field_selector=field_selector),
+            limit,
+            continue_token,
+        )
 
     def read_job(self, namespace: str, name: str) -> Obj:
         self._enter("read_job", namespace=namespace, name=name)
@@ -458,13 +469,9 @@ class FakeApi:
             limit=limit,
             continue_token=continue_token,
         )
-        items = [
-            j
-            for name, j in sorted(self.jobs.items())
-            if matches(label_selector, j["metadata"].get("labels") or {})
-            and (not field_selector or field_selector == f"metadata.name={name}")
-        ]
-        return self._page(items, limit, continue_token)
+        return self._page(
+            _select(self.jobs, label_selector, field_selector=field_selector), limit, continue_token
+        )
 
     def watch_jobs(
         self,
@@ -481,16 +488,30 @@ class FakeApi:
             resource_version=resource_version,
             timeout_seconds=timeout_seconds,
         )
+        return self._watch(
+            "watch Jobs",
+            self.events,
+            keep=lambda obj: matches(label_selector, obj["metadata"].get("labels") or {}),
+            resource_version=resource_version,
+            timeout=timeout_seconds,
+        )
+
+    def _watch(
+        self,
+        what: str,
+        log: list[tuple[int, str, Obj]],
+        *,
+        keep: Callable[[Obj], bool],
+        resource_version: str,
+        timeout: int,
+    ) -> Iterator[kube.WatchEvent]:
+        """After `_enter`: the `on_watch` hook, 410 below `compacted_below`, else the
+        events of `log` that `keep` accepts, from `resource_version` on."""
         if self.on_watch is not None:
             self.on_watch(self)
         if int(resource_version or 0) < self.compacted_below:
-            raise errors.Gone("watch Jobs", status=410, reason="Expired")
-        return self._stream(
-            self.events,
-            lambda obj: matches(label_selector, obj["metadata"].get("labels") or {}),
-            since=int(resource_version or 0),
-            timeout=timeout_seconds,
-        )
+            raise errors.Gone(what, status=410, reason="Expired")
+        return self._stream(log, keep, since=int(resource_version or 0), timeout=timeout)
 
     def _stream(
         self,
@@ -616,17 +637,14 @@ class FakeApi:
             resource_version=resource_version,
             timeout_seconds=timeout_seconds,
         )
-        if self.on_watch is not None:
-            self.on_watch(self)
-        if int(resource_version or 0) < self.compacted_below:
-            raise errors.Gone("watch DaemonSets", status=410, reason="Expired")
-        return self._stream(
+        return self._watch(
+            "watch DaemonSets",
             self.ds_events,
             # Bookmarks carry no name and pass any field selector, as on a real server.
-            lambda obj: (
+            keep=lambda obj: (
                 "name" not in obj["metadata"]
                 or field_selector == f"metadata.name={obj['metadata']['name']}"
             ),
-            since=int(resource_version or 0),
+            resource_version=resource_version,
             timeout=timeout_seconds,
         )

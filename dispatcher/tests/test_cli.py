@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import pathlib
 from collections.abc import Callable
+from typing import NamedTuple
 
 import fakes
 import kata_dispatcher
@@ -27,8 +28,31 @@ from kata_dispatcher import cli, errors, settings
 MakeApi = Callable[..., fakes.FakeApi]
 
 
+class Output(NamedTuple):
+    out: str
+    err: str
+
+
+RunJobMode = Callable[..., tuple[int, Output]]
+
+
 def base(template_file: pathlib.Path) -> list[str]:
     return ["--template", str(template_file), "--owner-job", "dispatcher", "--namespace", "kata"]
+
+
+@pytest.fixture
+def run_job_mode(
+    template_file: pathlib.Path, clock: fakes.FakeClock, capsys: pytest.CaptureFixture[str]
+) -> RunJobMode:
+    """`run(api, *extra)`: `cli.run` with the base Job-mode flags plus `extra` against the
+    fake cluster `api`; the exit code and what it wrote to stdout and stderr."""
+
+    def run(api: fakes.FakeApi, *extra: str) -> tuple[int, Output]:
+        code = cli.run([*base(template_file), *extra], {}, api=api, clock=clock)
+        out, err = capsys.readouterr()
+        return code, Output(out, err)
+
+    return run
 
 
 def test_help_explains_flags_env_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
@@ -206,17 +230,11 @@ def test_bad_template_is_exit_2(tmp_path: pathlib.Path, capsys: pytest.CaptureFi
     assert "t.yaml" in capsys.readouterr().err
 
 
-def test_full_run_prints_one_json_line(
-    template_file: pathlib.Path,
-    make_api: MakeApi,
-    clock: fakes.FakeClock,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_full_run_prints_one_json_line(make_api: MakeApi, run_job_mode: RunJobMode) -> None:
     api = make_api(4)
     api.scripts["worker-002"] = fakes.Script(succeed=False)
-    code = cli.run([*base(template_file), "--parallelism", "2"], {}, api=api, clock=clock)
+    code, captured = run_job_mode(api, "--parallelism", "2")
     assert code == errors.ExitCode.NODES_FAILED
-    captured = capsys.readouterr()
     [line] = captured.out.splitlines()
     summary = json.loads(line)
     assert summary["succeeded"] == 3 and summary["failed"][0]["node"] == "worker-002"
@@ -227,56 +245,38 @@ def test_full_run_prints_one_json_line(
     assert '"parallelism": 2' in startup
 
 
-def test_json_logs(
-    template_file: pathlib.Path,
-    make_api: MakeApi,
-    clock: fakes.FakeClock,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    cli.run([*base(template_file), "--log-format", "json"], {}, api=make_api(2), clock=clock)
-    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+def test_json_logs(make_api: MakeApi, run_job_mode: RunJobMode) -> None:
+    _, captured = run_job_mode(make_api(2), "--log-format", "json")
+    lines = [json.loads(x) for x in captured.err.splitlines()]
     assert all({"time", "level", "logger", "message"} <= set(x) for x in lines)
     created = [x for x in lines if "created Job" in x["message"]]
     assert created and created[0]["node"] == "worker-000"
 
 
-def test_dry_run_prints_yaml(
-    template_file: pathlib.Path,
-    make_api: MakeApi,
-    clock: fakes.FakeClock,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_dry_run_prints_yaml(make_api: MakeApi, run_job_mode: RunJobMode) -> None:
     api = make_api(2)
-    code = cli.run([*base(template_file), "--dry-run"], {}, api=api, clock=clock)
+    code, captured = run_job_mode(api, "--dry-run")
     assert code == 0
-    docs = list(yaml.safe_load_all(capsys.readouterr().out))
+    docs = list(yaml.safe_load_all(captured.out))
     assert [d["spec"]["template"]["spec"]["nodeName"] for d in docs] == ["worker-000", "worker-001"]
     assert api.calls_of("create_job") == []
 
 
 def test_missing_owner_is_exit_2_with_a_json_error(
-    template_file: pathlib.Path,
-    make_api: MakeApi,
-    clock: fakes.FakeClock,
-    capsys: pytest.CaptureFixture[str],
+    make_api: MakeApi, run_job_mode: RunJobMode
 ) -> None:
-    code = cli.run(base(template_file), {}, api=make_api(2, owner=None), clock=clock)
+    code, captured = run_job_mode(make_api(2, owner=None))
     assert code == 2
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(captured.out)
     assert out["result"] == "error" and "owner Job kata/dispatcher not found" in out["error"]
 
 
-def test_unreachable_api_is_exit_3(
-    template_file: pathlib.Path,
-    make_api: MakeApi,
-    clock: fakes.FakeClock,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_unreachable_api_is_exit_3(make_api: MakeApi, run_job_mode: RunJobMode) -> None:
     api = make_api(2)
     api.fail("read_job", *[errors.Transient("read", message="connection refused")] * 1000)
-    code = cli.run([*base(template_file), "--retry-budget", "10"], {}, api=api, clock=clock)
+    code, captured = run_job_mode(api, "--retry-budget", "10")
     assert code == 3
-    assert json.loads(capsys.readouterr().out)["exit_code"] == 3
+    assert json.loads(captured.out)["exit_code"] == 3
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,7 +23,7 @@ from conftest import node_names
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from kata_dispatcher import errors, jobs, rollout, settings
+from kata_dispatcher import errors, jobs, rollout, settings, watching
 
 MakeApi = Callable[..., fakes.FakeApi]
 MakeSettings = Callable[..., settings.Settings]
@@ -35,7 +35,7 @@ def run(
     config: settings.Settings,
     template: dict[str, Any],
     clock: fakes.FakeClock,
-    stop: rollout.StopFlag | None = None,
+    stop: watching.StopFlag | None = None,
 ) -> rollout.Summary:
     return rollout.Rollout(api, config, template, clock=clock, stop=stop).run()
 
@@ -254,7 +254,7 @@ def test_rerun_after_a_crash_converges(
     make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
 ) -> None:
     api = make_api(9)
-    stop = rollout.StopFlag()
+    stop = watching.StopFlag()
     watches = {"n": 0}
 
     def crash_on_third_watch(_: fakes.FakeApi) -> None:
@@ -348,7 +348,7 @@ def test_sigterm_stops_dispatching_and_reports(
     make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
 ) -> None:
     api = make_api(6)
-    stop = rollout.StopFlag()
+    stop = watching.StopFlag()
     api.on_watch = lambda _: stop.request("received SIGTERM")
     summary = run(api, make_settings(parallelism=2), template, clock, stop)
     assert summary.outcome is rollout.Outcome.TERMINATED
@@ -356,15 +356,6 @@ def test_sigterm_stops_dispatching_and_reports(
     assert len(api.created) == 2
     assert [u["node"] for u in summary.unfinished] == ["worker-000", "worker-001"]
     assert summary.not_dispatched == node_names(6)[2:]
-
-
-def test_sigterm_while_blocked_on_the_watch_interrupts_it() -> None:
-    stop = rollout.StopFlag()
-    stop.interruptible = True
-    with pytest.raises(rollout.Interrupted):
-        stop.request("received SIGTERM")
-    assert stop.requested and not stop.interruptible
-    stop.request("again")  # not interruptible now: only the flag
 
 
 def test_timeout_ends_the_run_with_its_own_code(

@@ -21,7 +21,7 @@ from typing import Any
 
 import fakes
 import pytest
-from kata_dispatcher import errors, rollout, settings, teardown
+from kata_dispatcher import errors, settings, teardown, watching
 
 DS = "kata-deploy"
 NODES = ["worker-000", "worker-001", "worker-002"]
@@ -41,7 +41,7 @@ def config(**overrides: Any) -> settings.Teardown:
 def run(
     api: fakes.FakeApi,
     clock: fakes.FakeClock,
-    stop: rollout.StopFlag | None = None,
+    stop: watching.StopFlag | None = None,
     **overrides: Any,
 ) -> teardown.Summary:
     return teardown.Teardown(api, config(**overrides), clock=clock, stop=stop).run()
@@ -324,7 +324,7 @@ def test_pods_are_counted_across_pages(api: fakes.FakeApi, clock: fakes.FakeCloc
 
 def test_sigterm_stops_waiting(api: fakes.FakeApi, clock: fakes.FakeClock) -> None:
     api.add_daemonset(DS, nodes=NODES, revert_seconds=50.0)
-    stop = rollout.StopFlag()
+    stop = watching.StopFlag()
     api.on_watch = lambda _: stop.request("received SIGTERM")
     summary = run(api, clock, stop=stop)
     assert summary.outcome is teardown.Outcome.TERMINATED
@@ -334,7 +334,7 @@ def test_sigterm_stops_waiting(api: fakes.FakeApi, clock: fakes.FakeClock) -> No
 
 def test_sigterm_while_blocked_on_the_stream(api: fakes.FakeApi, clock: fakes.FakeClock) -> None:
     api.add_daemonset(DS, nodes=NODES, revert_seconds=50.0)
-    stop = rollout.StopFlag()
+    stop = watching.StopFlag()
     original: Callable[..., Any] = api.advance_to
 
     def advance(when: float) -> None:

@@ -22,7 +22,18 @@ from types import FrameType
 from typing import Any
 
 import kata_dispatcher
-from kata_dispatcher import errors, jobs, kube, logs, nodes, retry, rollout, settings, teardown
+from kata_dispatcher import (
+    errors,
+    jobs,
+    kube,
+    logs,
+    nodes,
+    retry,
+    rollout,
+    settings,
+    teardown,
+    watching,
+)
 
 log = logging.getLogger(__name__)
 
@@ -487,7 +498,7 @@ def run(
         kata_dispatcher.__version__,
         json.dumps(config.describe(), sort_keys=True),
     )
-    stop = rollout.StopFlag()
+    stop = watching.StopFlag()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         what = "no new Jobs" if isinstance(config, settings.Settings) else "not waiting any longer"
@@ -537,7 +548,7 @@ def _dispatch(
     template: dict[str, Any],
     *,
     clock: retry.Clock,
-    stop: rollout.StopFlag,
+    stop: watching.StopFlag,
 ) -> int:
     summary = rollout.Rollout(api, config, template, clock=clock, stop=stop).run()
     if config.dry_run:
@@ -559,7 +570,7 @@ def _dispatch(
 
 
 def _teardown(
-    api: kube.Api, config: settings.Teardown, *, clock: retry.Clock, stop: rollout.StopFlag
+    api: kube.Api, config: settings.Teardown, *, clock: retry.Clock, stop: watching.StopFlag
 ) -> int:
     summary = teardown.Teardown(api, config, clock=clock, stop=stop).run()
     print(summary.to_json(), flush=True)  # noqa: T201 - the program's output

@@ -212,6 +212,10 @@ def load_configuration(kubeconfig: pathlib.Path | None) -> k8s_client.Configurat
     return cfg
 
 
+def _delete_options(propagation: str) -> Obj:
+    return {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation}
+
+
 class KubeApi:
     """`Api` over the real Kubernetes client."""
 
@@ -279,32 +283,6 @@ class KubeApi:
             raise errors.ApiError(what, message="answer is not a JSON object")
         return result
 
-    @staticmethod
-    def _page(result: Obj) -> Page:
-        meta = result.get("metadata") or {}
-        return Page(
-            items=list(result.get("items") or []),
-            continue_token=meta.get("continue") or None,
-            resource_version=str(meta.get("resourceVersion") or ""),
-        )
-
-    @staticmethod
-    def _list_query(
-        *,
-        label_selector: str | None,
-        field_selector: str | None = None,
-        limit: int,
-        continue_token: str | None,
-    ) -> list[tuple[str, Any]]:
-        query: list[tuple[str, Any]] = [("limit", limit)]
-        if label_selector:
-            query.append(("labelSelector", label_selector))
-        if field_selector:
-            query.append(("fieldSelector", field_selector))
-        if continue_token:
-            query.append(("continue", continue_token))
-        return query
-
     # -- Api --------------------------------------------------------------------------
 
     def list_nodes(
@@ -315,13 +293,14 @@ class KubeApi:
         limit: int,
         continue_token: str | None = None,
     ) -> Page:
-        query = self._list_query(
-            label_selector=label_selector,
-            field_selector=field_selector,
+        return self._list(
+            "list nodes",
+            _NODES,
+            path_params=None,
+            selectors=(("labelSelector", label_selector), ("fieldSelector", field_selector)),
             limit=limit,
             continue_token=continue_token,
         )
-        return self._page(self._json("list nodes", "GET", _NODES, query=query))
 
     def read_job(self, namespace: str, name: str) -> Obj:
         return self._json(
@@ -342,11 +321,7 @@ class KubeApi:
         )
 
     def delete_job(self, namespace: str, name: str, *, uid: str | None = None) -> None:
-        options: Obj = {
-            "apiVersion": "v1",
-            "kind": "DeleteOptions",
-            "propagationPolicy": "Background",
-        }
+        options = _delete_options("Background")
         if uid:
             options["preconditions"] = {"uid": uid}
         self._json(
@@ -366,20 +341,13 @@ class KubeApi:
         limit: int,
         continue_token: str | None = None,
     ) -> Page:
-        query = self._list_query(
-            label_selector=label_selector,
-            field_selector=field_selector,
+        return self._list(
+            f"list Jobs in {namespace}",
+            _JOBS,
+            path_params={"namespace": namespace},
+            selectors=(("labelSelector", label_selector), ("fieldSelector", field_selector)),
             limit=limit,
             continue_token=continue_token,
-        )
-        return self._page(
-            self._json(
-                f"list Jobs in {namespace}",
-                "GET",
-                _JOBS,
-                path_params={"namespace": namespace},
-                query=query,
-            )
         )
 
     def watch_jobs(
@@ -398,6 +366,96 @@ class KubeApi:
             selector=("labelSelector", label_selector),
             resource_version=resource_version,
             timeout_seconds=timeout_seconds,
+        )
+
+    def list_pods(
+        self,
+        namespace: str,
+        *,
+        label_selector: str,
+        limit: int,
+        continue_token: str | None = None,
+    ) -> Page:
+        return self._list(
+            f"list Pods in {namespace}",
+            _PODS,
+            path_params={"namespace": namespace},
+            selectors=(("labelSelector", label_selector),),
+            limit=limit,
+            continue_token=continue_token,
+        )
+
+    def delete_daemonset(self, namespace: str, name: str) -> Obj:
+        """DELETE with propagationPolicy=Foreground: the DaemonSet keeps existing, with a
+        deletionTimestamp, until the garbage collector has deleted every pod it owns.
+        Returns the answer: the DaemonSet as it now is, or a Status if it went at once."""
+        return self._json(
+            f"delete DaemonSet {namespace}/{name}",
+            "DELETE",
+            _DAEMONSET,
+            path_params={"namespace": namespace, "name": name},
+            body=_delete_options("Foreground"),
+        )
+
+    def list_daemonsets(
+        self,
+        namespace: str,
+        *,
+        field_selector: str,
+        limit: int,
+        continue_token: str | None = None,
+    ) -> Page:
+        return self._list(
+            f"list DaemonSets in {namespace}",
+            _DAEMONSETS,
+            path_params={"namespace": namespace},
+            selectors=(("fieldSelector", field_selector),),
+            limit=limit,
+            continue_token=continue_token,
+        )
+
+    def watch_daemonsets(
+        self,
+        namespace: str,
+        *,
+        field_selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> Iterator[WatchEvent]:
+        """Open a watch on DaemonSets now (errors raise here); see `_watch`. With a
+        `metadata.name=NAME` field selector, RBAC authorizes it against resourceNames."""
+        return self._watch(
+            f"watch DaemonSets in {namespace}",
+            _DAEMONSETS,
+            namespace=namespace,
+            selector=("fieldSelector", field_selector),
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+        )
+
+    # -- the generic LIST and WATCH behind them -------------------------------------------
+
+    def _list(
+        self,
+        what: str,
+        path: str,
+        *,
+        path_params: dict[str, str] | None,
+        selectors: tuple[tuple[str, str | None], ...],
+        limit: int,
+        continue_token: str | None,
+    ) -> Page:
+        """One page of a LIST; empty selectors and a missing continue token are left out."""
+        query: list[tuple[str, Any]] = [("limit", limit)]
+        query += [(key, value) for key, value in selectors if value]
+        if continue_token:
+            query.append(("continue", continue_token))
+        result = self._json(what, "GET", path, path_params=path_params, query=query)
+        meta = result.get("metadata") or {}
+        return Page(
+            items=list(result.get("items") or []),
+            continue_token=meta.get("continue") or None,
+            resource_version=str(meta.get("resourceVersion") or ""),
         )
 
     def _watch(
@@ -452,84 +510,3 @@ class KubeApi:
             # connection with unread data back to the pool.
             raw.close()
             raw.release_conn()
-
-    def list_pods(
-        self,
-        namespace: str,
-        *,
-        label_selector: str,
-        limit: int,
-        continue_token: str | None = None,
-    ) -> Page:
-        query = self._list_query(
-            label_selector=label_selector, limit=limit, continue_token=continue_token
-        )
-        return self._page(
-            self._json(
-                f"list Pods in {namespace}",
-                "GET",
-                _PODS,
-                path_params={"namespace": namespace},
-                query=query,
-            )
-        )
-
-    def delete_daemonset(self, namespace: str, name: str) -> Obj:
-        """DELETE with propagationPolicy=Foreground: the DaemonSet keeps existing, with a
-        deletionTimestamp, until the garbage collector has deleted every pod it owns.
-        Returns the answer: the DaemonSet as it now is, or a Status if it went at once."""
-        options: Obj = {
-            "apiVersion": "v1",
-            "kind": "DeleteOptions",
-            "propagationPolicy": "Foreground",
-        }
-        return self._json(
-            f"delete DaemonSet {namespace}/{name}",
-            "DELETE",
-            _DAEMONSET,
-            path_params={"namespace": namespace, "name": name},
-            body=options,
-        )
-
-    def list_daemonsets(
-        self,
-        namespace: str,
-        *,
-        field_selector: str,
-        limit: int,
-        continue_token: str | None = None,
-    ) -> Page:
-        query = self._list_query(
-            label_selector=None,
-            field_selector=field_selector,
-            limit=limit,
-            continue_token=continue_token,
-        )
-        return self._page(
-            self._json(
-                f"list DaemonSets in {namespace}",
-                "GET",
-                _DAEMONSETS,
-                path_params={"namespace": namespace},
-                query=query,
-            )
-        )
-
-    def watch_daemonsets(
-        self,
-        namespace: str,
-        *,
-        field_selector: str,
-        resource_version: str,
-        timeout_seconds: int,
-    ) -> Iterator[WatchEvent]:
-        """Open a watch on DaemonSets now (errors raise here); see `_watch`. With a
-        `metadata.name=NAME` field selector, RBAC authorizes it against resourceNames."""
-        return self._watch(
-            f"watch DaemonSets in {namespace}",
-            _DAEMONSETS,
-            namespace=namespace,
-            selector=("fieldSelector", field_selector),
-            resource_version=resource_version,
-            timeout_seconds=timeout_seconds,
-        )

@@ -3,9 +3,9 @@
 Why: this is the dispatcher's whole purpose. It plans the run (owner UID, live node
 selection, taint admission, one Job name per node), then creates Jobs as slots free up,
 learning every result from ONE watch on this release's and stage's Jobs (resumed from
-its resourceVersion, relisted on 410 Gone), never by polling Jobs one by one. It adopts
-a Job this same owner already created and replaces one an earlier owner left, so a
-re-run after a crash converges with no node skipped or given two Jobs.
+its resourceVersion, relisted on 410 Gone: `watching.Watcher`), never by polling Jobs
+one by one. It adopts a Job this same owner already created and replaces one an earlier
+owner left, so a re-run after a crash converges with no node skipped or given two Jobs.
 
 What it must not do: stop the other nodes because one failed; exceed the cap with Jobs
 it creates; create anything in a dry run; swallow API errors it does not understand
@@ -15,46 +15,22 @@ it creates; create anything in a dry run; swallow API errors it does not underst
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import enum
 import json
 import logging
-import math
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterator, Sequence
+from typing import Any
 
-from kata_dispatcher import errors, jobs, kube, nodes, retry, settings
+from kata_dispatcher import errors, jobs, kube, nodes, retry, settings, watching
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Obj = dict[str, Any]
 
 DRY_RUN_UID = "00000000-0000-0000-0000-000000000000"
 MAX_REPLACE_ATTEMPTS = 5
-MAX_WATCH_SECONDS = 300
-
-
-class Interrupted(Exception):
-    """Raised from the SIGTERM handler while the loop is blocked reading the watch."""
-
-
-class StopFlag:
-    """Set by the SIGTERM handler. While `interruptible` (the loop is only waiting on the
-    watch stream) the handler also raises `Interrupted` to end the wait at once;
-    otherwise the loop sees the flag at its next check and stops dispatching."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self.interruptible = False
-        self.reason = ""
-
-    def request(self, reason: str) -> None:
-        self.requested = True
-        self.reason = reason
-        if self.interruptible:
-            self.interruptible = False
-            raise Interrupted(reason)
 
 
 class Pacer:
@@ -182,7 +158,7 @@ class Summary:
         return json.dumps(self.as_dict(), separators=(",", ":"), sort_keys=False)
 
 
-class Rollout:
+class Rollout(watching.Watcher):
     """One run of the dispatcher against `api`. `run()` returns the Summary."""
 
     def __init__(
@@ -192,37 +168,24 @@ class Rollout:
         template: Obj,
         *,
         clock: retry.Clock,
-        stop: StopFlag | None = None,
+        stop: watching.StopFlag | None = None,
     ) -> None:
-        self._api = api
+        super().__init__(
+            api,
+            clock=clock,
+            stop=stop,
+            watching="watch Jobs",
+            retry_budget=config.retry_budget,
+            timeout=config.timeout,
+            progress_interval=config.progress_interval,
+        )
         self._cfg = config
         self._template = template
-        self._clock = clock
-        self._stop = stop or StopFlag()
-        self._policy = retry.Policy(budget=config.retry_budget)
-        self._started = clock.monotonic()
-        self._deadline = self._started + config.timeout if config.timeout > 0 else math.inf
-        self._next_tick = self._started + config.progress_interval
         self._tasks: dict[str, Task] = {}
         self._pacer = Pacer([], parallelism=config.parallelism)
         self._owner = jobs.Owner(config.owner_job, "")
-        self._rv = ""
         self._selector = ""
         self._inspect = config.inspect_pods
-
-    # -- helpers ----------------------------------------------------------------------
-
-    def _call(self, fn: Callable[[], T], what: str) -> T:
-        return retry.call(fn, policy=self._policy, clock=self._clock, what=what)
-
-    def _elapsed(self) -> float:
-        return self._clock.monotonic() - self._started
-
-    def _out_of_time(self) -> bool:
-        return self._clock.monotonic() >= self._deadline
-
-    def _halted(self) -> bool:
-        return self._stop.requested or self._out_of_time()
 
     # -- planning ---------------------------------------------------------------------
 
@@ -326,7 +289,7 @@ class Rollout:
                 while self._pacer.active and not self._halted():
                     self._watch_once()
                     self._tick()
-        except Interrupted:
+        except watching.Interrupted:
             log.warning("stopping: %s", self._stop.reason)
         if self._stop.requested:
             outcome = Outcome.TERMINATED
@@ -460,9 +423,10 @@ class Rollout:
                 self._create(task)
 
     def _create(self, task: Task) -> None:
-        ns = self._cfg.namespace
+        """Create the node's Job; one that already holds the name is adopted (ours) or
+        replaced (an earlier owner's)."""
         try:
-            obj = self._call(lambda: self._api.create_job(ns, task.body), f"create Job {task.job}")
+            self._post(task)
         except errors.AlreadyExists:
             existing = self._read(task.job)
             if existing is None:  # deleted between our create and our read: try again
@@ -481,12 +445,19 @@ class Rollout:
                 self._adopt(task, existing)
             else:
                 self._replace(task, jobs.uid_of(existing))
-            return
+
+    def _post(self, task: Task) -> None:
+        """POST the node's Job: it is then RUNNING, or FAILED if the API server rejects
+        it as invalid. `errors.AlreadyExists` is the caller's to handle."""
+        ns = self._cfg.namespace
+        try:
+            obj = self._call(lambda: self._api.create_job(ns, task.body), f"create Job {task.job}")
         except errors.Invalid as exc:
             self._finish(task, jobs.Result(jobs.State.FAILED, "JobRejected", exc.message))
             return
         task.uid = jobs.uid_of(obj)
         task.state = TaskState.RUNNING
+        task.stale_uid = ""
         log.info(
             "node %s: created Job %s",
             task.node,
@@ -545,23 +516,10 @@ class Rollout:
         self._create_replacement(task)
 
     def _create_replacement(self, task: Task) -> None:
-        ns = self._cfg.namespace
-        try:
-            obj = self._call(lambda: self._api.create_job(ns, task.body), f"create Job {task.job}")
-        except errors.AlreadyExists:
-            return  # the old Job is still terminating; its DELETED event (or a tick) retries
-        except errors.Invalid as exc:
-            self._finish(task, jobs.Result(jobs.State.FAILED, "JobRejected", exc.message))
-            return
-        task.uid = jobs.uid_of(obj)
-        task.state = TaskState.RUNNING
-        task.stale_uid = ""
-        log.info(
-            "node %s: created Job %s",
-            task.node,
-            task.job,
-            extra={"node": task.node, "job": task.job},
-        )
+        # AlreadyExists: the old Job is still terminating; its DELETED event (or a tick)
+        # retries.
+        with contextlib.suppress(errors.AlreadyExists):
+            self._post(task)
 
     def _observe(self, task: Task, obj: Obj) -> None:
         result = jobs.interpret(obj)
@@ -619,53 +577,28 @@ class Rollout:
 
     # -- the watch --------------------------------------------------------------------
 
-    def _watch_seconds(self) -> int:
-        now = self._clock.monotonic()
-        until = min(self._next_tick, self._deadline) - now
-        return int(max(1, min(MAX_WATCH_SECONDS, math.ceil(until))))
+    def _open_watch(self, timeout_seconds: int) -> Iterator[kube.WatchEvent]:
+        return self._api.watch_jobs(
+            self._cfg.namespace,
+            label_selector=self._selector,
+            resource_version=self._rv,
+            timeout_seconds=timeout_seconds,
+        )
 
-    def _watch_once(self) -> None:
-        """One watch session, from the last resourceVersion, until it times out at the
-        next progress tick, nothing is left to wait for, or the run must stop."""
-        timeout = self._watch_seconds()
+    def _expired(self) -> None:
+        log.info("watch resourceVersion %s expired (410 Gone); relisting Jobs", self._rv)
+        self._relist(initial=False)
+        self._fill()
 
-        def session() -> None:
-            stream = self._api.watch_jobs(
-                self._cfg.namespace,
-                label_selector=self._selector,
-                resource_version=self._rv,
-                timeout_seconds=timeout,
-            )
-            self._consume(stream)
-
-        try:
-            self._call(session, "watch Jobs")
-        except errors.Gone:
-            log.info("watch resourceVersion %s expired (410 Gone); relisting Jobs", self._rv)
-            self._relist(initial=False)
-            self._fill()
-
-    def _consume(self, stream: Iterator[kube.WatchEvent]) -> None:
-        while True:
-            self._stop.interruptible = True
-            try:
-                if self._stop.requested:
-                    return
-                event = next(stream, None)
-            finally:
-                self._stop.interruptible = False
-            if event is None:
-                return
-            self._on_event(event)
-            self._fill()
-            self._tick()
-            if not self._pacer.active or self._halted():
-                return
+    def _handle(self, event: kube.WatchEvent) -> bool:
+        """Until nothing is left to wait for or the run must stop."""
+        self._on_event(event)
+        self._fill()
+        self._tick()
+        return bool(self._pacer.active) and not self._halted()
 
     def _on_event(self, event: kube.WatchEvent) -> None:
         meta = event.object.get("metadata") or {}
-        if meta.get("resourceVersion"):
-            self._rv = str(meta["resourceVersion"])
         if event.type == "BOOKMARK":
             return
         task = self._tasks.get(str(meta.get("name") or ""))
@@ -685,12 +618,7 @@ class Rollout:
         elif task.state is TaskState.RUNNING and owned:
             self._observe(task, event.object)
 
-    def _tick(self) -> None:
-        now = self._clock.monotonic()
-        if now < self._next_tick:
-            return
-        while self._next_tick <= now:
-            self._next_tick += self._cfg.progress_interval
+    def _on_tick(self) -> None:
         self._log_progress()
         for task in list(self._tasks.values()):
             if task.state is TaskState.REPLACING:

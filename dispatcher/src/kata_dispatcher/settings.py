@@ -21,8 +21,26 @@ class LogFormat(enum.StrEnum):
     JSON = "json"
 
 
+class _Described:
+    """`describe()` for a settings dataclass: its fields as plain values, in order, for
+    the one-line startup log."""
+
+    def describe(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            if isinstance(value, pathlib.Path):
+                value = str(value)
+            elif isinstance(value, enum.Enum):
+                value = value.value
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[field.name] = value
+        return out
+
+
 @dataclasses.dataclass(frozen=True)
-class Settings:
+class Settings(_Described):
     """Everything a run needs; see `kata-dispatcher --help` for each field's meaning."""
 
     template: pathlib.Path
@@ -46,13 +64,9 @@ class Settings:
     request_timeout: float = 30.0
     page_size: int = 500
 
-    def describe(self) -> dict[str, object]:
-        """The settings as plain values, for the one-line startup log."""
-        return _describe(self)
-
 
 @dataclasses.dataclass(frozen=True)
-class Teardown:
+class Teardown(_Described):
     """A `--delete-daemonset` run: delete the installer DaemonSet with foreground
     propagation and wait until it is gone (see `kata-dispatcher --help`)."""
 
@@ -67,21 +81,3 @@ class Teardown:
     retry_budget: float = 120.0
     request_timeout: float = 30.0
     page_size: int = 500
-
-    def describe(self) -> dict[str, object]:
-        """The settings as plain values, for the one-line startup log."""
-        return _describe(self)
-
-
-def _describe(config: Settings | Teardown) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if isinstance(value, pathlib.Path):
-            value = str(value)
-        elif isinstance(value, enum.Enum):
-            value = value.value
-        elif isinstance(value, tuple):
-            value = list(value)
-        out[field.name] = value
-    return out

@@ -8,8 +8,9 @@ deletionTimestamp (which tells each installer pod "this is a removal, revert the
 until the garbage collector has deleted every pod it owns, and only then goes. This
 module waits for that on ONE watch of the single named object (field selector
 `metadata.name`, resumed from its resourceVersion, relisted on 410 Gone, a timeout on
-every request), so Helm deletes the RBAC only after every pod has reverted. At a steady
-cadence it counts the DaemonSet's pods that are left, for the progress line.
+every request: `watching.Watcher`), so Helm deletes the RBAC only after every pod has
+reverted. At a steady cadence it counts the DaemonSet's pods that are left, for the
+progress line.
 
 What it must not do: touch anything but the one named DaemonSet; fail when that
 DaemonSet is already absent (a re-run after an interrupted uninstall must succeed);
@@ -22,18 +23,15 @@ import dataclasses
 import enum
 import json
 import logging
-import math
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
-from kata_dispatcher import errors, kube, retry, rollout, settings
+from kata_dispatcher import errors, kube, retry, settings, watching
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 Obj = dict[str, Any]
 
-MAX_WATCH_SECONDS = 300
 MAX_LISTED_PODS = 50  # pods named in the summary; the count is always complete
 MAX_DELETE_CONFLICTS = 3
 FINAL_COUNT_BUDGET = 10.0  # seconds of retries for the last pod count after a timeout
@@ -113,7 +111,7 @@ def _owned_by(pod: Obj, uid: str) -> bool:
     return any(r.get("uid") == uid for r in _meta(pod).get("ownerReferences") or [])
 
 
-class Teardown:
+class Teardown(watching.Watcher):
     """One `--delete-daemonset` run against `api`. `run()` returns the Summary."""
 
     def __init__(
@@ -122,21 +120,22 @@ class Teardown:
         config: settings.Teardown,
         *,
         clock: retry.Clock,
-        stop: rollout.StopFlag | None = None,
+        stop: watching.StopFlag | None = None,
     ) -> None:
-        self._api = api
-        self._cfg = config
-        self._clock = clock
-        self._stop = stop or rollout.StopFlag()
-        self._policy = retry.Policy(budget=config.retry_budget)
-        self._started = clock.monotonic()
-        self._deadline = self._started + config.timeout if config.timeout > 0 else math.inf
-        self._next_tick = self._started + config.progress_interval
         self._what = f"DaemonSet {config.namespace}/{config.daemonset}"
+        super().__init__(
+            api,
+            clock=clock,
+            stop=stop,
+            watching=f"watch {self._what}",
+            retry_budget=config.retry_budget,
+            timeout=config.timeout,
+            progress_interval=config.progress_interval,
+        )
+        self._cfg = config
         self._field = f"metadata.name={config.daemonset}"
         self._uid = ""
         self._selector = ""
-        self._rv = ""
         self._present = True
         self._pods_readable = True
         self._pods: int | None = None
@@ -144,15 +143,6 @@ class Teardown:
         self._finalizers: list[str] = []
 
     # -- helpers ----------------------------------------------------------------------
-
-    def _call(self, fn: Callable[[], T], what: str) -> T:
-        return retry.call(fn, policy=self._policy, clock=self._clock, what=what)
-
-    def _elapsed(self) -> float:
-        return self._clock.monotonic() - self._started
-
-    def _halted(self) -> bool:
-        return self._stop.requested or self._clock.monotonic() >= self._deadline
 
     def _summary(self, outcome: Outcome) -> Summary:
         return Summary(
@@ -199,7 +189,7 @@ class Teardown:
             while self._present and not self._halted():
                 self._watch_once()
                 self._tick()
-        except rollout.Interrupted:
+        except watching.Interrupted:
             log.warning("stopping: %s", self._stop.reason)
         if not self._present:
             self._pods, self._remaining = 0, []
@@ -289,51 +279,28 @@ class Teardown:
 
     # -- the watch --------------------------------------------------------------------
 
-    def _watch_seconds(self) -> int:
-        until = min(self._next_tick, self._deadline) - self._clock.monotonic()
-        return int(max(1, min(MAX_WATCH_SECONDS, math.ceil(until))))
+    def _open_watch(self, timeout_seconds: int) -> Iterator[kube.WatchEvent]:
+        return self._api.watch_daemonsets(
+            self._cfg.namespace,
+            field_selector=self._field,
+            resource_version=self._rv,
+            timeout_seconds=timeout_seconds,
+        )
 
-    def _watch_once(self) -> None:
-        """One watch session from the last resourceVersion, until the server ends it at
-        the next progress tick, the DaemonSet is gone, or the run must stop."""
-        timeout = self._watch_seconds()
-        ns = self._cfg.namespace
+    def _expired(self) -> None:
+        log.info("watch resourceVersion %s expired (410 Gone); listing again", self._rv)
+        self._relist()
 
-        def session() -> None:
-            stream = self._api.watch_daemonsets(
-                ns,
-                field_selector=self._field,
-                resource_version=self._rv,
-                timeout_seconds=timeout,
-            )
-            self._consume(stream)
-
-        try:
-            self._call(session, f"watch {self._what}")
-        except errors.Gone:
-            log.info("watch resourceVersion %s expired (410 Gone); listing again", self._rv)
-            self._relist()
-
-    def _consume(self, stream: Iterator[kube.WatchEvent]) -> None:
-        while True:
-            self._stop.interruptible = True
-            try:
-                if self._stop.requested:
-                    return
-                event = next(stream, None)
-            finally:
-                self._stop.interruptible = False
-            if event is None:
-                return
-            self._on_event(event)
-            if not self._present or self._halted():
-                return
-            self._tick()
+    def _handle(self, event: kube.WatchEvent) -> bool:
+        """Until the DaemonSet is gone or the run must stop."""
+        self._on_event(event)
+        if not self._present or self._halted():
+            return False
+        self._tick()
+        return True
 
     def _on_event(self, event: kube.WatchEvent) -> None:
         meta = _meta(event.object)
-        if meta.get("resourceVersion"):
-            self._rv = str(meta["resourceVersion"])
         if event.type == "BOOKMARK" or meta.get("name") != self._cfg.daemonset:
             return
         uid = str(meta.get("uid") or "")
@@ -348,12 +315,7 @@ class Teardown:
 
     # -- progress ---------------------------------------------------------------------
 
-    def _tick(self) -> None:
-        now = self._clock.monotonic()
-        if now < self._next_tick:
-            return
-        while self._next_tick <= now:
-            self._next_tick += self._cfg.progress_interval
+    def _on_tick(self) -> None:
         self._count_pods()
         self._log_progress()
 
