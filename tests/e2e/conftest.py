@@ -1,0 +1,65 @@
+"""Fixtures of the end-to-end suite: one real local cluster for the whole session.
+
+The session cluster ("fleet") has 44 kwok nodes and 6 runner-backed nodes (50 in all).
+Scenarios each use their own namespace and release and clean up after themselves;
+modules that need a different fleet (test_dispatcher_cluster: 220 nodes, failing ones)
+start their own cluster. Missing tools fail loudly: e2e is never silently skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.cluster import TOOLS_BIN, Cluster, ClusterSpec
+
+FLEET = ClusterSpec(nodes=44, runner_nodes=6, job_seconds=0.8)
+
+
+def _require_tools() -> None:
+    needed = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "helm"]
+    missing = [t for t in needed if not (TOOLS_BIN / t).exists()]
+    if missing:
+        pytest.fail(
+            f"e2e needs {', '.join(missing)} in {TOOLS_BIN}: run `make setup` "
+            "(bash hack/setup.sh) first",
+            pytrace=False,
+        )
+
+
+def keep_logs(cluster: Cluster, dest: Path) -> None:
+    """Copy the cluster's component and pod logs out before the cluster dir is removed."""
+    for sub in ("logs", "pod-logs"):
+        if (cluster.dir / sub).is_dir():
+            shutil.copytree(cluster.dir / sub, dest / sub, dirs_exist_ok=True)
+
+
+def start_cluster(state_dir: Path, spec: ClusterSpec) -> Cluster:
+    _require_tools()
+    logging.getLogger("tests.cluster").setLevel(logging.INFO)
+    cluster = Cluster(state_dir)
+    cluster.up(spec)
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = start_cluster(tmp_path_factory.mktemp("fleet"), FLEET)
+    try:
+        yield cluster
+    finally:
+        keep_logs(cluster, tmp_path_factory.getbasetemp() / "fleet-logs")
+        cluster.down()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from tests.e2e.helpers import TIMES
+
+    if TIMES:
+        terminalreporter.section("scenario times")
+        for name, seconds in TIMES.items():
+            terminalreporter.write_line(f"{name}: {seconds:.1f}s")

@@ -1,0 +1,166 @@
+"""kata-dispatcher against a real control plane at fleet scale (issue 4's cluster tests).
+
+A cluster of its own: 220 kwok nodes, two control-plane and two tainted among them, and
+three nodes whose Job pods fail. The chart's RBAC, ServiceAccounts and job-templates
+ConfigMap are rendered with `helm template` and applied; the owner is the chart's own
+install dispatcher Job, created suspended. The real `kata-dispatcher` then runs as a
+local process with a TokenRequest token of the chart's dispatcher ServiceAccount (so
+the chart's RBAC is what it gets) and the chart's own arguments, parallelism 7.
+
+Cases (one flow):
+- the first run is SIGKILLed mid-rollout; the second run converges: every selected node
+  has exactly one Job (adopted, never duplicated), control-plane nodes are not
+  selected, tainted nodes are skipped and named, the failing nodes are named in the
+  summary and the exit code is 1; an independent watch never sees more than 7
+  unfinished Jobs;
+- deleting the dispatcher Job garbage-collects every per-node Job (ownerReference).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cluster import kubeapi
+from tests.cluster.cluster import VENV_BIN, Cluster, ClusterSpec, kubeconfig_text
+from tests.e2e import helpers
+from tests.e2e.conftest import keep_logs, start_cluster
+from tests.e2e.helpers import CHART, PREFIX, TIMES, wait_for
+
+NS = "dispatch"
+RELEASE = "disp"
+PARALLELISM = 7
+FAILING = ("kwok-0050", "kwok-0120", "kwok-0190")
+SPEC = ClusterSpec(
+    nodes=220, runner_nodes=0, control_plane=2, tainted=2, job_seconds=0.5, failing_nodes=FAILING
+)
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = start_cluster(tmp_path_factory.mktemp("dispatch-cluster"), SPEC)
+    try:
+        yield cluster
+    finally:
+        keep_logs(cluster, tmp_path_factory.getbasetemp() / "dispatch-cluster-logs")
+        cluster.down()
+
+
+@pytest.fixture(scope="module")
+def chart(big: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Apply the chart's RBAC and ConfigMaps; create its dispatcher Job suspended."""
+    tmp = tmp_path_factory.mktemp("dispatch-chart")
+    out = helpers.helm(big, "template", RELEASE, str(CHART), "-n", NS,
+                       "--set", "deploymentMode=job", "--set", f"job.parallelism={PARALLELISM}",
+                       "--set", "job.backoffLimit=0").stdout  # fmt: skip
+    docs = [d for d in yaml.safe_load_all(out) if isinstance(d, dict)]
+    keep = {
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+    }
+    helpers.kubectl(big, "create", "namespace", NS)
+    objects = tmp / "objects.yaml"
+    objects.write_text(yaml.safe_dump_all([d for d in docs if d["kind"] in keep]))
+    helpers.kubectl(big, "apply", "-n", NS, "-f", str(objects))
+    dispatcher = next(
+        d
+        for d in docs
+        if d["kind"] == "Job" and "post-install" in d["metadata"]["annotations"]["helm.sh/hook"]
+    )
+    dispatcher["spec"]["suspend"] = True
+
+    big.api("BatchV1Api").create_namespaced_job(NS, dispatcher)
+    templates = next(
+        d for d in docs if d["kind"] == "ConfigMap" and "install-job.yaml" in d["data"]
+    )
+    template = tmp / "install-job.yaml"
+    template.write_text(templates["data"]["install-job.yaml"])
+    pod = dispatcher["spec"]["template"]["spec"]
+    args = list(pod["containers"][0]["args"])
+    args[args.index("--template") + 1] = str(template)
+    token = kubeapi.get_json(
+        big.core().create_namespaced_service_account_token,
+        pod["serviceAccountName"],
+        NS,
+        {"spec": {"audiences": [], "expirationSeconds": 3600}},
+    )["status"]["token"]
+    kubeconfig = tmp / "dispatcher.kubeconfig"
+    kubeconfig.write_text(
+        kubeconfig_text(server=big.server, ca_cert=big.certs.ca_cert, user={"token": token})
+    )
+    return {"args": args, "kubeconfig": kubeconfig, "owner": dispatcher["metadata"]["name"]}
+
+
+def _dispatcher(big: Cluster, chart: dict[str, Any], log: Path) -> subprocess.Popen[str]:
+    argv = [str(VENV_BIN / "kata-dispatcher"), *chart["args"], "--namespace", NS,
+            "--kubeconfig", str(chart["kubeconfig"]), "--progress-interval", "5",
+            "--timeout", "300"]  # fmt: skip
+    env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(log.parent)}
+    with log.open("w") as err:
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+
+
+def test_killed_and_rerun_dispatcher_converges_within_parallelism(
+    big: Cluster, chart: dict[str, Any], tmp_path: Path
+) -> None:
+    t0 = time.monotonic()
+    st = big.state
+    names = big.kwok_node_names()
+    control_plane = set(names[: st.control_plane])
+    tainted = set(names[st.control_plane : st.control_plane + st.tainted])
+    selected = set(names) - control_plane
+    installed = selected - tainted
+    with helpers.JobWatch(big, NS, f"{PREFIX}/release={RELEASE}") as watch:
+        first = _dispatcher(big, chart, tmp_path / "first.log")
+        wait_for("40 per-node Jobs", lambda: len(watch.created) >= 40, timeout=180)
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=30)
+        assert len(watch.created) < len(installed), "the first run finished before it was killed"
+
+        second = _dispatcher(big, chart, tmp_path / "second.log")
+        out, _ = second.communicate(timeout=600)
+        log = (tmp_path / "second.log").read_text()
+    assert second.returncode == 1, log[-3000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert sorted(f["node"] for f in summary["failed"]) == sorted(FAILING)
+    assert sorted(s["node"] for s in summary["skipped"]) == sorted(tainted)
+    assert summary["nodes_total"] == len(selected)
+    assert summary["succeeded"] == len(installed) - len(FAILING)
+    assert summary["peak_in_flight"] <= PARALLELISM
+
+    assert watch.peak <= PARALLELISM, watch.peak
+    assert watch.peak >= PARALLELISM - 2, f"never near the parallelism: peak {watch.peak}"
+    created = Counter(watch.nodes_created())
+    assert set(created) == installed
+    duplicates = {n: c for n, c in created.items() if c > 1}
+    assert not duplicates, f"nodes given more than one Job: {duplicates}"
+    jobs = helpers.jobs(big, NS, f"{PREFIX}/release={RELEASE}")
+    outcome = {helpers.job_node(j): helpers.finished(j) for j in jobs}
+    assert outcome == {n: "Failed" if n in FAILING else "Complete" for n in installed}
+    TIMES["dispatcher 220 nodes killed + rerun"] = time.monotonic() - t0
+
+
+def test_deleting_the_dispatcher_job_collects_every_per_node_job(
+    big: Cluster, chart: dict[str, Any]
+) -> None:
+    assert helpers.jobs(big, NS, f"{PREFIX}/owner={chart['owner']}")
+
+    big.api("BatchV1Api").delete_namespaced_job(chart["owner"], NS, propagation_policy="Background")
+    wait_for(
+        "the garbage collector to remove every per-node Job",
+        lambda: not helpers.jobs(big, NS, f"{PREFIX}/release={RELEASE}"),
+        timeout=120,
+    )

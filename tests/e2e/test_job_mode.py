@@ -1,0 +1,246 @@
+"""Job mode end to end with real helm: install, add nodes, a failing node, a killed
+dispatcher, uninstall (issue 6 scenarios 1-5), on the session fleet (44 kwok + 6
+runner-backed nodes; the runner-backed ones run the real kata-installer on a host
+directory, the kwok ones only simulate a successful Job).
+
+The cases run in order and share one release; each asserts one scenario:
+- test_failing_node_fails_install_then_converges (3): a runner node with a malformed
+  containerd config makes `helm install` fail while the other nodes install; after
+  fixing the file `helm upgrade` converges; uninstall leaves the host as it was;
+- test_install_on_a_selected_subset (1): `job.nodeSelector` picks 20 of the nodes,
+  parallelism 5: exactly one per-node Job per selected node, each owned by the
+  dispatcher Job, never more than 5 unfinished (independent watch), the selected
+  runner nodes labelled and changed, the others untouched, RuntimeClasses present;
+- test_added_nodes_get_installed_on_upgrade (2): new nodes + `helm upgrade
+  --reuse-values`: the new nodes are installed, the old hosts are not rewritten;
+- test_killed_dispatcher_then_upgrade_converges (4): the dispatcher pod is killed
+  mid-rollout, helm reports the failure, the next upgrade covers every node once;
+- test_uninstall_leaves_nothing (5): the cleanup dispatcher reverts every labelled
+  node: no label, hosts byte-equal to their originals, nothing of the release left.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import kubeapi, nodes
+from tests.cluster.cluster import Cluster
+from tests.e2e import helpers
+from tests.e2e.helpers import CHART, PREFIX, TIMES, helm, wait_for
+
+RELEASE = "kata"
+NS = "kata-job"
+FAIL_RELEASE = "kata-broken"
+FAIL_NS = "kata-fail"
+POOL = "kata-deploy.test/pool"
+GPU_VALUES = str(CHART / "try-kata-nvidia-gpu.values.yaml")
+DISPATCHER = f"{RELEASE}-kata-deploy-job-dispatcher"
+
+
+@pytest.fixture(scope="module")
+def pool(fleet: Cluster) -> dict[str, list[str]]:
+    """20 selected nodes: 16 plain kwok nodes and runner-00..03 (runner-04 stays out)."""
+    st = fleet.state
+    kwok = fleet.kwok_node_names()[st.control_plane + st.tainted :][:16]
+    runner = fleet.runner_node_names()[:4]
+    helpers.label_nodes(fleet, kwok + runner, {POOL: "a"})
+    return {"kwok": kwok, "runner": runner}
+
+
+@pytest.fixture(scope="module")
+def values(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("values") / "pool.yaml"
+    path.write_text(
+        f"job:\n  parallelism: 5\n  nodeSelector:\n    {POOL}: a\n  ttlSecondsAfterFinished: 600\n"
+    )
+    return str(path)
+
+
+def _install_jobs(cluster: Cluster, ns: str, release: str) -> list[helpers.Obj]:
+    return helpers.jobs(cluster, ns, f"{PREFIX}/release={release},{PREFIX}/stage=install")
+
+
+def _dispatcher_uid(cluster: Cluster) -> str:
+
+    batch = cluster.api("BatchV1Api")
+    return str(kubeapi.get_json(batch.read_namespaced_job, DISPATCHER, NS)["metadata"]["uid"])
+
+
+def _host_state(cluster: Cluster, names: list[str]) -> dict[str, dict[str, object]]:
+    """Content and mtime of every file of each host (what "no real work" must not change)."""
+    result: dict[str, dict[str, object]] = {}
+    for name in names:
+        root = cluster.node_root(name)
+        result[name] = {
+            str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in root.rglob("*")
+            if p.is_file() and not p.is_symlink() and p.relative_to(root).parts[0] != "run"
+        }
+    return result
+
+
+def test_failing_node_fails_install_then_converges(fleet: Cluster, tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    broken = fleet.runner_node_names()[5]
+    kwok = fleet.kwok_node_names()[-3:]
+    config = fleet.node_root(broken) / "etc" / "containerd" / "config.toml"
+    original = config.read_bytes()
+    config.write_text("version = 3\n[plugins\nthis is not toml\n")
+    args = [
+        FAIL_RELEASE, str(CHART), "-n", FAIL_NS, "-f", GPU_VALUES,
+        "--set", f"job.nodes={{{','.join([broken, *kwok])}}}", "--set", "job.backoffLimit=0",
+        "--timeout", "3m",
+    ]  # fmt: skip
+    result = helm(fleet, "install", "--create-namespace", *args, check=False)
+    assert result.returncode != 0, result.stdout
+    assert "post-install" in result.stderr, result.stderr
+    outcome = {
+        helpers.job_node(j): helpers.finished(j)
+        for j in _install_jobs(fleet, FAIL_NS, FAIL_RELEASE)
+    }
+    assert outcome == {broken: "Failed", **dict.fromkeys(kwok, "Complete")}
+    assert broken not in helpers.labelled(fleet)
+
+    config.write_bytes(original)
+    helm(fleet, "upgrade", *args)
+    outcome = {
+        helpers.job_node(j): helpers.finished(j)
+        for j in _install_jobs(fleet, FAIL_NS, FAIL_RELEASE)
+    }
+    assert outcome == dict.fromkeys([broken, *kwok], "Complete")
+    assert broken in helpers.labelled(fleet)
+
+    helm(fleet, "uninstall", FAIL_RELEASE, "-n", FAIL_NS, "--timeout", "3m")
+    assert broken not in helpers.labelled(fleet)
+    helpers.assert_hosts_pristine(fleet, [broken])
+    TIMES["3 failing node"] = time.monotonic() - t0
+
+
+def test_install_on_a_selected_subset(
+    fleet: Cluster, pool: dict[str, list[str]], values: str
+) -> None:
+    t0 = time.monotonic()
+    selected = pool["kwok"] + pool["runner"]
+    with helpers.JobWatch(fleet, NS, f"{PREFIX}/release={RELEASE}") as watch:
+        helm(fleet, "install", RELEASE, str(CHART), "-n", NS, "--create-namespace",
+             "-f", GPU_VALUES, "-f", values, "--timeout", "3m")  # fmt: skip
+    owner = _dispatcher_uid(fleet)
+    jobs = _install_jobs(fleet, NS, RELEASE)
+    per_node = Counter(helpers.job_node(j) for j in jobs)
+    assert sorted(per_node) == sorted(selected)
+    assert set(per_node.values()) == {1}
+    for job in jobs:
+        assert helpers.finished(job) == "Complete", job["metadata"]["name"]
+        refs = job["metadata"]["ownerReferences"]
+        assert [(r["kind"], r["name"], r["uid"]) for r in refs] == [("Job", DISPATCHER, owner)]
+        assert not refs[0].get("controller")
+        assert job["spec"]["template"]["spec"]["nodeName"] == helpers.job_node(job)
+    assert 2 <= watch.peak <= 5, watch.peak
+    assert sorted(watch.nodes_created()) == sorted(selected)
+
+    labelled = helpers.labelled(fleet)
+    assert set(pool["runner"]) <= labelled
+    outside = fleet.runner_node_names()[4]
+    assert outside not in labelled
+    helpers.assert_hosts_pristine(fleet, [outside])
+    for name in pool["runner"]:
+        assert nodes.tree_digest(fleet.node_root(name)) != nodes.tree_digest(
+            fleet.node_original(name)
+        )
+    classes = helpers.runtimeclasses(fleet)
+    for shim in ("qemu-nvidia-gpu", "qemu-nvidia-gpu-snp", "qemu-nvidia-gpu-tdx"):
+        rc = classes[f"kata-{shim}"]
+        assert rc["handler"] == f"kata-{shim}"
+        assert rc["scheduling"]["nodeSelector"][helpers.NODE_LABEL] == "true"
+    TIMES["1 install 20/50 nodes"] = time.monotonic() - t0
+
+
+def test_added_nodes_get_installed_on_upgrade(fleet: Cluster, pool: dict[str, list[str]]) -> None:
+    t0 = time.monotonic()
+    before = _host_state(fleet, pool["runner"])
+    added = fleet.add_nodes(kwok=3, runner=1)
+    helpers.label_nodes(fleet, added, {POOL: "a"})
+    pool["kwok"] += [n for n in added if n.startswith("kwok-")]
+    new_runner = [n for n in added if n.startswith("runner-")]
+    pool["runner"] += new_runner
+    helm(fleet, "upgrade", RELEASE, str(CHART), "-n", NS, "--reuse-values", "--timeout", "3m")
+    jobs = _install_jobs(fleet, NS, RELEASE)
+    per_node = Counter(helpers.job_node(j) for j in jobs)
+    assert sorted(per_node) == sorted(pool["kwok"] + pool["runner"])
+    assert set(per_node.values()) == {1}
+    assert all(helpers.finished(j) == "Complete" for j in jobs)
+    assert set(new_runner) <= helpers.labelled(fleet)
+    after = _host_state(fleet, [n for n in pool["runner"] if n not in new_runner])
+    assert after == before, "an upgrade rewrote files on nodes that were already installed"
+    TIMES["2 add nodes + upgrade"] = time.monotonic() - t0
+
+
+def test_killed_dispatcher_then_upgrade_converges(
+    fleet: Cluster, pool: dict[str, list[str]]
+) -> None:
+    t0 = time.monotonic()
+    selected = pool["kwok"] + pool["runner"]
+    old_owner = _dispatcher_uid(fleet)
+    core = fleet.core()
+    with helpers.JobWatch(fleet, NS, f"{PREFIX}/release={RELEASE}") as watch:
+        upgrade = subprocess.Popen(
+            ["helm", "--kubeconfig", str(fleet.kubeconfig), "upgrade", RELEASE, str(CHART),
+             "-n", NS, "--reuse-values", "--timeout", "3m"],
+            env=fleet.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+        def new_jobs() -> int:
+            with watch._lock:
+                return sum(
+                    1
+                    for j in watch.created.values()
+                    if j["metadata"].get("ownerReferences")
+                    and j["metadata"]["ownerReferences"][0]["uid"] != old_owner
+                )
+
+        wait_for("the new dispatcher to create 7 Jobs", lambda: new_jobs() >= 7, timeout=120)
+        pods = kubeapi.get_json(
+            core.list_namespaced_pod, NS, label_selector="app.kubernetes.io/component=dispatcher"
+        )["items"]
+        running = [p for p in pods if p["status"].get("phase") in {"Pending", "Running"}]
+        assert len(running) == 1, [p["metadata"]["name"] for p in pods]
+        core.delete_namespaced_pod(running[0]["metadata"]["name"], NS, grace_period_seconds=0)
+        _, err = upgrade.communicate(timeout=240)
+        assert upgrade.returncode != 0, "helm upgrade succeeded although its dispatcher was killed"
+        assert "post-upgrade" in err, err
+        assert DISPATCHER in err, err
+        partial = {helpers.job_node(j) for j in _install_jobs(fleet, NS, RELEASE)}
+        assert partial < set(selected), "the killed dispatcher still covered every node"
+
+        helm(fleet, "upgrade", RELEASE, str(CHART), "-n", NS, "--reuse-values", "--timeout", "3m")
+        final_owner = _dispatcher_uid(fleet)
+    jobs = _install_jobs(fleet, NS, RELEASE)
+    per_node = Counter(helpers.job_node(j) for j in jobs)
+    assert sorted(per_node) == sorted(selected)
+    assert set(per_node.values()) == {1}
+    assert all(j["metadata"]["ownerReferences"][0]["uid"] == final_owner for j in jobs)
+    assert all(helpers.finished(j) == "Complete" for j in jobs)
+    assert watch.peak <= 5, watch.peak
+    assert set(pool["runner"]) <= helpers.labelled(fleet)
+    TIMES["4 killed dispatcher + upgrade"] = time.monotonic() - t0
+
+
+def test_uninstall_leaves_nothing(fleet: Cluster, pool: dict[str, list[str]]) -> None:
+    t0 = time.monotonic()
+    helm(fleet, "uninstall", RELEASE, "-n", NS, "--timeout", "3m")
+    assert not helpers.labelled(fleet)
+    helpers.assert_hosts_pristine(fleet, fleet.runner_node_names())
+    wait_for(
+        f"namespace {NS} to be empty",
+        lambda: not helpers.namespace_empty(fleet, NS),
+        timeout=60,
+    )
+    assert not helpers.release_objects(fleet, RELEASE)
+    assert RELEASE not in helm(fleet, "list", "-n", NS, "-q").stdout.split()
+    helpers.label_nodes(fleet, pool["kwok"] + pool["runner"], {POOL: None})
+    TIMES["5 uninstall"] = time.monotonic() - t0
