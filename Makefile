@@ -38,9 +38,10 @@ ruff: ## Lint and format-check the Python code
 	ruff format --check $(PY_ALL)
 
 .PHONY: mypy
-mypy: ## Type-check both programs strictly
+mypy: ## Type-check both programs, the test harness and the docs generator strictly
 	cd dispatcher && mypy --strict src/kata_dispatcher
 	cd node-installer && mypy --strict src/kata_installer
+	mypy --strict --explicit-package-bases tests hack/chart-docs.py
 
 .PHONY: test-dispatcher
 test-dispatcher: ## Unit tests of the dispatcher

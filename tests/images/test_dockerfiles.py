@@ -265,16 +265,16 @@ def _executed_programs(source: pathlib.Path, *, host_binaries: bool) -> dict[str
                 if isinstance(target, ast.Name) and node.value is not None:
                     lists[target.id] = node.value
     found: dict[str, str] = {}
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+    for call in ast.walk(tree):
+        if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Attribute):
             continue
-        owner = node.func.value
+        owner = call.func.value
         if not isinstance(owner, ast.Name) or owner.id not in ("subprocess", "os"):
             continue
-        if owner.id == "os" and not node.func.attr.startswith(("exec", "spawn", "system")):
+        if owner.id == "os" and not call.func.attr.startswith(("exec", "spawn", "system")):
             continue
-        where = f"{source.name}:{node.lineno}"
-        first: ast.expr | None = node.args[0] if node.args else None
+        where = f"{source.name}:{call.lineno}"
+        first: ast.expr | None = call.args[0] if call.args else None
         while True:
             if isinstance(first, ast.List) and first.elts:
                 first = first.elts[0]
