@@ -6,6 +6,11 @@ a Job "controller" that finishes each Job after a scripted duration of simulated
 statuses, and injectable faults (429, 5xx, conflicts, 410 Gone, broken streams). Every
 call is recorded. It speaks plain JSON dicts, like kube.KubeApi.
 
+It stays fast and lean at fleet scale (tests/bench/bench_dispatcher_memory.py runs it
+with 10000 nodes): the event logs keep each event as its JSON text (decoded afresh for
+every watcher, as a real server serialises), a watch finds its start by bisection, and
+the unfinished-Job count looks only at the Jobs not yet finished.
+
 DaemonSets (for --delete-daemonset) have their own event log and owned pods. A
 foreground DELETE behaves like the API server plus the garbage collector: the DaemonSet
 gets a deletionTimestamp and the foregroundDeletion finalizer, each pod is marked
@@ -15,17 +20,21 @@ DaemonSet is removed (DELETED event) once its last pod is gone.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import copy
 import dataclasses
 import heapq
 import itertools
+import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from kata_dispatcher import errors, jobs, kube
 
 Obj = dict[str, Any]
+# (resourceVersion, type, the object as JSON text; a test may append a dict)
+EventLog = list[tuple[int, str, str | Obj]]
 
 
 class FakeClock:
@@ -126,7 +135,7 @@ class FakeApi:
         self.nodes: dict[str, Obj] = {n["metadata"]["name"]: n for n in nodes}
         self.jobs: dict[str, Obj] = {}
         self.pods: dict[str, list[Obj]] = {}  # by Job uid
-        self.events: list[tuple[int, str, Obj]] = []
+        self.events: EventLog = []
         self.calls: list[Call] = []
         self.faults: dict[str, collections.deque[Exception]] = collections.defaultdict(
             collections.deque
@@ -139,11 +148,12 @@ class FakeApi:
         self.on_watch: Callable[[FakeApi], None] | None = None
         self.created: collections.Counter[str] = collections.Counter()
         self.daemonsets: dict[str, Obj] = {}
-        self.ds_events: list[tuple[int, str, Obj]] = []
+        self.ds_events: EventLog = []
         self.ds_pods: dict[str, Obj] = {}  # pods owned by DaemonSets, by pod name
         self.revert_seconds: dict[str, float | None] = {}  # by pod name; None = stuck
         self.delete_at_once = False  # a DaemonSet DELETE answers Status and removes it
         self.max_unfinished = 0
+        self._live: set[str] = set()  # Jobs that may be unfinished: what unfinished() reads
         self._rv = 100
         self._uids = itertools.count(1)
         self._actions: list[tuple[float, int, str, str, str]] = []  # (when, seq, kind, name, uid)
@@ -186,7 +196,9 @@ class FakeApi:
         elif node is not None:
             self._schedule(name, meta["uid"], node)
         self.jobs[name] = job
-        self.events.append((self._rv, "ADDED", copy.deepcopy(job)))
+        if finished is None:
+            self._live.add(name)
+        self.events.append((self._rv, "ADDED", json.dumps(job)))
         return job
 
     def add_daemonset(
@@ -216,7 +228,7 @@ class FakeApi:
             "spec": {"selector": {"matchLabels": dict(labels)}},
         }
         self.daemonsets[name] = ds
-        self.ds_events.append((self._rv, "ADDED", copy.deepcopy(ds)))
+        self.ds_events.append((self._rv, "ADDED", json.dumps(ds)))
         stuck_nodes = set(stuck)
         for i, node_name in enumerate(nodes):
             pod_name = f"{name}-{node_name}"
@@ -237,7 +249,7 @@ class FakeApi:
 
     def _ds_event(self, kind: str, ds: Obj) -> None:
         ds["metadata"]["resourceVersion"] = str(self.next_rv())
-        self.ds_events.append((self._rv, kind, copy.deepcopy(ds)))
+        self.ds_events.append((self._rv, kind, json.dumps(ds)))
 
     def _owned_pods(self, uid: str) -> list[str]:
         return [
@@ -266,9 +278,10 @@ class FakeApi:
         return [c for c in self.calls if c.method == method]
 
     def unfinished(self) -> int:
+        live = [self.jobs[n] for n in self._live if n in self.jobs]
         return sum(
             1
-            for j in self.jobs.values()
+            for j in live
             if j["metadata"].get("labels", {}).get(jobs.STAGE_LABEL)
             and not jobs.interpret(j).finished
             and not j["metadata"].get("deletionTimestamp")
@@ -295,7 +308,7 @@ class FakeApi:
 
     def _event(self, kind: str, job: Obj) -> None:
         job["metadata"]["resourceVersion"] = str(self.next_rv())
-        self.events.append((self._rv, kind, copy.deepcopy(job)))
+        self.events.append((self._rv, kind, json.dumps(job)))
 
     def _schedule(self, name: str, uid: str, node_name: str) -> None:
         script = self.scripts.get(node_name, self.default)
@@ -305,6 +318,7 @@ class FakeApi:
         )
 
     def _set_finished(self, job: Obj, *, succeed: bool, script: Script) -> None:
+        self._live.discard(job["metadata"]["name"])
         if succeed:
             job["status"] = {
                 "succeeded": 1,
@@ -421,6 +435,7 @@ class FakeApi:
         job["metadata"]["uid"] = f"uid-{next(self._uids)}"
         job["status"] = {}
         self.jobs[name] = job
+        self._live.add(name)
         self.created[name] += 1
         self._event("ADDED", job)
         self._schedule(name, job["metadata"]["uid"], job["spec"]["template"]["spec"]["nodeName"])
@@ -437,6 +452,7 @@ class FakeApi:
         if self.deletion_delay > 0:
             if not job["metadata"].get("deletionTimestamp"):
                 job["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+                self._live.discard(name)
                 self._event("MODIFIED", job)
                 heapq.heappush(
                     self._actions,
@@ -450,6 +466,7 @@ class FakeApi:
                 )
             return
         del self.jobs[name]
+        self._live.discard(name)
         self._event("DELETED", job)
 
     def list_jobs(
@@ -499,7 +516,7 @@ class FakeApi:
     def _watch(
         self,
         what: str,
-        log: list[tuple[int, str, Obj]],
+        log: EventLog,
         *,
         keep: Callable[[Obj], bool],
         resource_version: str,
@@ -515,27 +532,27 @@ class FakeApi:
 
     def _stream(
         self,
-        log: list[tuple[int, str, Obj]],
+        log: EventLog,
         keep: Callable[[Obj], bool],
         *,
         since: int,
         timeout: int,
     ) -> Iterator[kube.WatchEvent]:
         end = self.clock.now + timeout
-        index = 0
+        index = bisect.bisect_right(log, since, key=lambda e: e[0])
         sent = 0
         while True:
-            while index < len(log) and log[index][0] <= since:
-                index += 1
             if index < len(log):
-                rv, kind, obj = log[index]
+                rv, kind, text = log[index]
+                index += 1
                 since = rv
+                obj = json.loads(text) if isinstance(text, str) else copy.deepcopy(text)
                 if keep(obj):
                     if self.break_stream_after is not None and sent >= self.break_stream_after:
                         self.break_stream_after = None
                         raise errors.Transient("watch", message="stream broke")
                     sent += 1
-                    yield kube.WatchEvent(kind, copy.deepcopy(obj))
+                    yield kube.WatchEvent(kind, obj)
                 continue
             if self._actions and self._actions[0][0] <= end:
                 self.advance_to(self._actions[0][0])

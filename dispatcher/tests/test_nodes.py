@@ -90,7 +90,7 @@ def test_node_from_api_reads_taints_and_readiness() -> None:
     node = nodes.Node.from_api(
         fakes.node("a", labels={"x": "1"}, taints=[("k", "v", "NoSchedule")], ready=False)
     )
-    assert node == nodes.Node("a", {"x": "1"}, (Taint("k", "v", "NoSchedule"),), False)
+    assert node == nodes.Node("a", (Taint("k", "v", "NoSchedule"),), False)
 
 
 def test_parse_names() -> None:

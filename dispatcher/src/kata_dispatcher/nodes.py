@@ -76,10 +76,13 @@ HOST_NETWORK_TOLERATION = Toleration(
 )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Node:
+    """What admission and --wait-for-nodes need of a node, and nothing else: a run keeps
+    one per selected node, so the rest of the node object (labels, images, addresses,
+    conditions) is dropped as each page is read."""
+
     name: str
-    labels: dict[str, str] = dataclasses.field(default_factory=dict, compare=False)
     taints: tuple[Taint, ...] = ()
     ready: bool = True
 
@@ -93,7 +96,7 @@ class Node:
             Taint(str(t.get("key", "")), str(t.get("value") or ""), str(t.get("effect", "")))
             for t in spec.get("taints") or []
         )
-        return cls(str(meta["name"]), dict(meta.get("labels") or {}), taints, ready)
+        return cls(str(meta["name"]), taints, ready)
 
 
 def tolerations_from_pod_spec(pod_spec: dict[str, Any]) -> tuple[Toleration, ...]:
@@ -213,6 +216,7 @@ class Selector:
                 ) from exc
             items.extend(Node.from_api(o) for o in page.items)
             token = page.continue_token
+            del page  # before the next page arrives, not after
             if not token:
                 return items
 

@@ -7,6 +7,12 @@ its resourceVersion, relisted on 410 Gone: `watching.Watcher`), never by polling
 one by one. It adopts a Job this same owner already created and replaces one an earlier
 owner left, so a re-run after a crash converges with no node skipped or given two Jobs.
 
+Memory grows slowly with the fleet: per node it keeps a `Task` (names, state, and the
+failure only if there is one), never the node object, a page, a watched Job or a built
+Job body. A body is built just before its create and dropped after it; a LIST of Jobs
+is reduced page by page to a `Seen` per name. A dry run, which prints every body, is the
+one exception.
+
 What it must not do: stop the other nodes because one failed; exceed the cap with Jobs
 it creates; create anything in a dry run; swallow API errors it does not understand
 (they end the run with their exit code).
@@ -73,16 +79,26 @@ class TaskState(enum.StrEnum):
     FAILED = "failed"
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Task:
+    """One node's Job as the run tracks it; its body is built only to create it."""
+
     node: str
     job: str
-    body: Obj
     state: TaskState = TaskState.QUEUED
     uid: str = ""
     stale_uid: str = ""
     replace_attempts: int = 0
     failure: Obj | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Seen:
+    """What the run needs of one Job it listed or re-read: not the Job itself."""
+
+    uid: str
+    owned: bool  # carries this run's owner reference
+    result: jobs.Result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,7 +223,7 @@ class Rollout(watching.Watcher):
         return jobs.Owner(name, uid)
 
     def plan(self) -> Plan:
-        """Read the owner, select and admit nodes, name and build each node's Job."""
+        """Read the owner, select and admit nodes, name each node's Job."""
         cfg = self._cfg
         owner = self._read_owner()
         selector = nodes.Selector(
@@ -249,15 +265,7 @@ class Rollout(watching.Watcher):
                 )
                 continue
             by_job[name] = node.name
-            body = jobs.build(
-                self._template,
-                node.name,
-                owner=owner,
-                release=cfg.release,
-                stage=cfg.stage.value,
-                namespace=cfg.namespace,
-            )
-            tasks.append(Task(node.name, name, body))
+            tasks.append(Task(node.name, name))
         total = len(selection.nodes) + len(selection.unknown)
         return Plan(owner, tasks, skipped, failed, total)
 
@@ -335,11 +343,28 @@ class Rollout(watching.Watcher):
             peak_in_flight=self._pacer.peak,
             api_requests=self._api.api_requests,
             elapsed_seconds=self._elapsed(),
-            jobs=[t.body for t in tasks] if outcome is Outcome.DRY_RUN else [],
+            jobs=[self._body(t) for t in tasks] if outcome is Outcome.DRY_RUN else [],
         )
 
-    def _list_jobs(self, selector: str) -> tuple[dict[str, Obj], str]:
-        listed: dict[str, Obj] = {}
+    def _body(self, task: Task) -> Obj:
+        """The node's Job, built from the template when it is about to be sent."""
+        cfg = self._cfg
+        return jobs.build(
+            self._template,
+            task.node,
+            owner=self._owner,
+            release=cfg.release,
+            stage=cfg.stage.value,
+            namespace=cfg.namespace,
+        )
+
+    def _seen(self, obj: Obj) -> Seen:
+        return Seen(jobs.uid_of(obj), jobs.is_owned_by(obj, self._owner.uid), jobs.interpret(obj))
+
+    def _list_jobs(self, selector: str) -> tuple[dict[str, Seen], str]:
+        """Every Job the selector matches, by name, each reduced to a `Seen` as its page
+        arrives; with the list's resourceVersion."""
+        listed: dict[str, Seen] = {}
         resource_version = ""
         token: str | None = None
         while True:
@@ -361,8 +386,9 @@ class Rollout(watching.Watcher):
                 continue
             resource_version = resource_version or page.resource_version
             for item in page.items:
-                listed[jobs.name_of(item)] = item
+                listed[jobs.name_of(item)] = self._seen(item)
             token = page.continue_token
+            del page
             if not token:
                 return listed, resource_version
 
@@ -371,17 +397,17 @@ class Rollout(watching.Watcher):
         marks stale, a relist after 410 Gone catches up on what the watch missed."""
         listed, self._rv = self._list_jobs(self._selector)
         for name, task in self._tasks.items():
-            obj = listed.get(name)
+            seen = listed.get(name)
             if initial:
-                if obj is None:
+                if seen is None:
                     continue
-                if jobs.is_owned_by(obj, self._owner.uid):
-                    self._adopt(task, obj)
+                if seen.owned:
+                    self._adopt(task, seen)
                 else:
-                    task.stale_uid = jobs.uid_of(obj)
+                    task.stale_uid = seen.uid
             elif task.state is TaskState.RUNNING:
-                if obj is not None and jobs.is_owned_by(obj, self._owner.uid):
-                    self._observe(task, obj)
+                if seen is not None and seen.owned:
+                    self._observe(task, seen.result)
                 else:
                     self._finish(
                         task,
@@ -391,14 +417,12 @@ class Rollout(watching.Watcher):
                             "the Job was deleted before its result was observed",
                         ),
                     )
-            elif task.state is TaskState.REPLACING and (
-                obj is None or jobs.uid_of(obj) != task.stale_uid
-            ):
+            elif task.state is TaskState.REPLACING and (seen is None or seen.uid != task.stale_uid):
                 self._create_replacement(task)
 
-    def _adopt(self, task: Task, obj: Obj) -> None:
-        result = jobs.interpret(obj)
-        task.uid = jobs.uid_of(obj)
+    def _adopt(self, task: Task, seen: Seen) -> None:
+        result = seen.result
+        task.uid = seen.uid
         task.state = TaskState.RUNNING
         self._pacer.adopt(task.job, running=not result.finished)
         log.info(
@@ -441,17 +465,19 @@ class Rollout(watching.Watcher):
                 else:
                     self._create(task)
                 return
-            if jobs.is_owned_by(existing, self._owner.uid):
+            if existing.owned:
                 self._adopt(task, existing)
             else:
-                self._replace(task, jobs.uid_of(existing))
+                self._replace(task, existing.uid)
 
     def _post(self, task: Task) -> None:
         """POST the node's Job: it is then RUNNING, or FAILED if the API server rejects
-        it as invalid. `errors.AlreadyExists` is the caller's to handle."""
+        it as invalid. `errors.AlreadyExists` is the caller's to handle. The body lives
+        only for this call."""
         ns = self._cfg.namespace
+        body = self._body(task)
         try:
-            obj = self._call(lambda: self._api.create_job(ns, task.body), f"create Job {task.job}")
+            obj = self._call(lambda: self._api.create_job(ns, body), f"create Job {task.job}")
         except errors.Invalid as exc:
             self._finish(task, jobs.Result(jobs.State.FAILED, "JobRejected", exc.message))
             return
@@ -465,7 +491,7 @@ class Rollout(watching.Watcher):
             extra={"node": task.node, "job": task.job},
         )
 
-    def _read(self, name: str) -> Obj | None:
+    def _read(self, name: str) -> Seen | None:
         """Re-read one Job by name. A LIST with a name field selector, not a GET: the
         chart grants `get` on Jobs only for the owner Job (resourceNames)."""
         ns = self._cfg.namespace
@@ -473,7 +499,7 @@ class Rollout(watching.Watcher):
             lambda: self._api.list_jobs(ns, field_selector=f"metadata.name={name}", limit=1),
             f"read Job {name}",
         )
-        return page.items[0] if page.items else None
+        return self._seen(page.items[0]) if page.items else None
 
     def _replace(self, task: Task, stale_uid: str) -> None:
         """Delete an earlier owner's Job with this name (only that exact object: UID
@@ -505,11 +531,11 @@ class Rollout(watching.Watcher):
         except errors.Conflict:
             # The UID precondition failed: the name now holds another Job. Re-read.
             existing = self._read(task.job)
-            if existing is not None and jobs.is_owned_by(existing, self._owner.uid):
+            if existing is not None and existing.owned:
                 self._adopt(task, existing)
                 return
             if existing is not None:
-                self._replace(task, jobs.uid_of(existing))
+                self._replace(task, existing.uid)
                 return
         task.state = TaskState.REPLACING
         task.stale_uid = stale_uid
@@ -521,8 +547,7 @@ class Rollout(watching.Watcher):
         with contextlib.suppress(errors.AlreadyExists):
             self._post(task)
 
-    def _observe(self, task: Task, obj: Obj) -> None:
-        result = jobs.interpret(obj)
+    def _observe(self, task: Task, result: jobs.Result) -> None:
         if result.finished:
             self._finish(task, result)
 
@@ -616,7 +641,7 @@ class Rollout(watching.Watcher):
                     )
                 self._finish(task, result)
         elif task.state is TaskState.RUNNING and owned:
-            self._observe(task, event.object)
+            self._observe(task, jobs.interpret(event.object))
 
     def _on_tick(self) -> None:
         self._log_progress()
