@@ -46,6 +46,8 @@ from typing import Any
 
 import yaml
 
+from tests import bench
+
 REPO = pathlib.Path(__file__).resolve().parents[2]
 CHART = REPO / "helm-chart" / "kata-deploy"
 FAKES = REPO / "dispatcher" / "tests" / "fakes.py"
@@ -384,10 +386,7 @@ def _table(rows: list[Obj]) -> str:
         ("traced_peak_mib", "traced pk"), ("traced_after_plan_mib", "after plan"),
         ("kib_per_node", "KiB/node"), ("succeeded", "ok"),
     ]  # fmt: skip
-    head = " | ".join(f"{title:>10}" for _, title in cols)
-    lines = [head, "-" * len(head)]
-    lines += [" | ".join(f"{row[key]!s:>10}" for key, _ in cols) for row in rows]
-    return "\n".join(lines)
+    return bench.table(rows, cols, width=10)
 
 
 def main() -> None:

@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from tests import bench
 from tests.cluster import kubeapi
 from tests.cluster.cluster import REPO, VENV_BIN, Cluster, ClusterSpec
 from tests.e2e import helpers
@@ -194,10 +195,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
         ("peak_in_flight_watch", "peak"), ("api_requests_per_node", "req/node"),
         ("dispatcher_peak_rss_mib", "RSS MiB"), ("succeeded", "ok"),
     ]  # fmt: skip
-    head = " | ".join(f"{title:>9}" for _, title in cols)
-    lines = [head, "-" * len(head)]
-    lines += [" | ".join(f"{row[key]!s:>9}" for key, _ in cols) for row in rows]
-    return "\n".join(lines)
+    return bench.table(rows, cols, width=9)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ start their own cluster. Missing tools fail loudly: e2e is never silently skippe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from collections.abc import Iterator
@@ -31,29 +32,33 @@ def _require_tools() -> None:
         )
 
 
-def keep_logs(cluster: Cluster, dest: Path) -> None:
+def _keep_logs(cluster: Cluster, dest: Path) -> None:
     """Copy the cluster's component and pod logs out before the cluster dir is removed."""
     for sub in ("logs", "pod-logs"):
         if (cluster.dir / sub).is_dir():
             shutil.copytree(cluster.dir / sub, dest / sub, dirs_exist_ok=True)
 
 
-def start_cluster(state_dir: Path, spec: ClusterSpec) -> Cluster:
+@contextlib.contextmanager
+def running_cluster(
+    tmp_path_factory: pytest.TempPathFactory, name: str, spec: ClusterSpec
+) -> Iterator[Cluster]:
+    """A cluster for the duration of a fixture; its logs are kept as <basetemp>/<name>-logs."""
     _require_tools()
     logging.getLogger("tests.cluster").setLevel(logging.INFO)
-    cluster = Cluster(state_dir)
-    cluster.up(spec)
-    return cluster
+    cluster = Cluster(tmp_path_factory.mktemp(name))
+    try:
+        cluster.up(spec)
+        yield cluster
+    finally:
+        _keep_logs(cluster, tmp_path_factory.getbasetemp() / f"{name}-logs")
+        cluster.down()
 
 
 @pytest.fixture(scope="session")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = start_cluster(tmp_path_factory.mktemp("fleet"), FLEET)
-    try:
+    with running_cluster(tmp_path_factory, "fleet", FLEET) as cluster:
         yield cluster
-    finally:
-        keep_logs(cluster, tmp_path_factory.getbasetemp() / "fleet-logs")
-        cluster.down()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -33,7 +33,7 @@ import yaml
 from tests.cluster import kubeapi
 from tests.cluster.cluster import VENV_BIN, Cluster, ClusterSpec, kubeconfig_text
 from tests.e2e import helpers
-from tests.e2e.conftest import keep_logs, start_cluster
+from tests.e2e.conftest import running_cluster
 from tests.e2e.helpers import CHART, PREFIX, TIMES, wait_for
 
 NS = "dispatch"
@@ -47,12 +47,8 @@ SPEC = ClusterSpec(
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = start_cluster(tmp_path_factory.mktemp("dispatch-cluster"), SPEC)
-    try:
+    with running_cluster(tmp_path_factory, "dispatch-cluster", SPEC) as cluster:
         yield cluster
-    finally:
-        keep_logs(cluster, tmp_path_factory.getbasetemp() / "dispatch-cluster-logs")
-        cluster.down()
 
 
 @pytest.fixture(scope="module")
