@@ -32,7 +32,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import pathlib
-import platform
 import resource
 import shutil
 import subprocess
@@ -418,18 +417,14 @@ def main() -> None:
                 f"  {site['mib']:>8.2f} MiB {site['blocks']:>8} blocks  {site['site']}\n"
             )
     out = pathlib.Path(os.environ.get("KATA_DEPLOY_BENCH_MEMORY_OUT") or RESULTS)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "fake_server": "forked process, answers over a pipe (not counted)",
-                **sizes_of,
-                "results": rows,
-            },
-            indent=2,
-        )
-        + "\n"
+    bench.write_json(
+        out,
+        {
+            "machine": bench.machine(),
+            "fake_server": "forked process, answers over a pipe (not counted)",
+            **sizes_of,
+            "results": rows,
+        },
     )
     sys.stdout.write(f"results written to {out}\n")
 

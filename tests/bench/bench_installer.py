@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import logging
 import pathlib
 import platform
@@ -26,6 +25,8 @@ from types import ModuleType
 
 from kata_installer import cli, fsutil, stages
 from kata_installer.settings import Settings
+
+from tests import bench
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "node-installer" / "tests" / "fixtures" / "hosts"
@@ -133,20 +134,17 @@ def main() -> None:
         print(  # noqa: T201 - the table is the output
             f"{phase:<10} " + " ".join(f"{v * 1000:>17.1f}" for v in row.values())
         )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "case": args.case,
-                "binary_size": args.binary_size,
-                "installed_bytes": installed_bytes,
-                "repeat": args.repeat,
-                "python": platform.python_version(),
-                "median_seconds": table,
-            },
-            indent=1,
-        )
-        + "\n"
+    bench.write_json(
+        RESULTS,
+        {
+            "case": args.case,
+            "binary_size": args.binary_size,
+            "installed_bytes": installed_bytes,
+            "repeat": args.repeat,
+            "python": platform.python_version(),
+            "median_seconds": table,
+        },
+        indent=1,
     )
     print(  # noqa: T201 - the table is the output
         f"results: {RESULTS.relative_to(REPO)}"

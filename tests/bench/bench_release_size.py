@@ -12,7 +12,6 @@ Usage: python3 -m tests.bench release_size
 from __future__ import annotations
 
 import gzip
-import json
 import logging
 import shutil
 import subprocess
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests import bench
 
 LOG = logging.getLogger(__name__)
 
@@ -106,10 +107,7 @@ def main() -> None:
     """Measure, print the table, keep the results."""
     rows = measure()
     sys.stdout.write(_table(rows))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps({"rows": [asdict(r) for r in rows]}, indent=2) + "\n", encoding="utf-8"
-    )
+    bench.write_json(RESULTS, {"rows": [asdict(r) for r in rows]})
     LOG.info("results written to %s", RESULTS.relative_to(ROOT))
 
 

@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -211,18 +210,7 @@ def main() -> None:
             sys.stdout.write(_table(rows[-1:]) + "\n")
     table = _table(rows)
     sys.stdout.write("\nrollout vs ideal ceil(N/P) * job time\n" + table + "\n")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "repo": str(REPO.name),
-                "results": rows,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    bench.write_json(RESULTS, {"machine": bench.machine(), "repo": REPO.name, "results": rows})
     sys.stdout.write(f"results written to {RESULTS}\n")
 
 
