@@ -272,7 +272,9 @@ kata-deploy.installer.hostPaths: the host directories the installer mounts, each
 writable marks the paths the mutating stages change; read-only stages mount all of them
 read-only. /etc is mounted whole because containerd, CRI-O and k0s keep their configs in
 different subdirectories and only host-check knows which this node has; the installer
-writes only files its manifest records.
+writes only files its manifest records. /run/systemd (read-only, no type check: hosts
+without systemd do not have it) is how `--restart auto` sees that the host runs systemd
+(/run/systemd/system), which it then drives through nsenter into PID 1 (hostPID).
 Usage: {{ range (include "kata-deploy.installer.hostPaths" . | fromYaml).paths }}
 */}}
 {{- define "kata-deploy.installer.hostPaths" -}}
@@ -280,7 +282,8 @@ Usage: {{ range (include "kata-deploy.installer.hostPaths" . | fromYaml).paths }
   (dict "name" "host-etc" "path" "/etc" "type" "Directory" "writable" true)
   (dict "name" "host-opt" "path" "/opt" "type" "DirectoryOrCreate" "writable" true)
   (dict "name" "host-run" "path" "/run/kata-deploy" "type" "DirectoryOrCreate" "writable" true)
-  (dict "name" "host-dev" "path" "/dev" "type" "Directory" "writable" false) -}}
+  (dict "name" "host-dev" "path" "/dev" "type" "Directory" "writable" false)
+  (dict "name" "host-run-systemd" "path" "/run/systemd" "type" "" "writable" false) -}}
 {{- if has .Values.k8sDistribution (list "k3s" "rke2") -}}
 {{- $paths = append $paths (dict "name" "host-rancher" "path" "/var/lib/rancher" "type" "Directory" "writable" true) -}}
 {{- else if eq .Values.k8sDistribution "microk8s" -}}
@@ -315,7 +318,7 @@ Usage: {{- include "kata-deploy.installer.volumes" . | nindent 8 }}
 - name: {{ .name }}
   hostPath:
     path: {{ .path }}
-    type: {{ .type }}
+    type: {{ .type | quote }}
 {{- end }}
 - name: installer-config
   configMap:
