@@ -112,7 +112,8 @@ build_etcd() {
   rm -rf "$w"
 }
 
-build_kubernetes() {
+# k8s_build CMD...: build Kubernetes commands into $OUT/bin from a wrapper module.
+k8s_build() {
   local w="$OUT/wrap" kgomod minor
   wrapper_module "$w"
   kgomod=$(go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" |
@@ -131,12 +132,17 @@ build_kubernetes() {
     ld+=" -X $p.gitVersion=$KUBERNETES_VERSION -X $p.gitMajor=$major -X $p.gitMinor=$kminor"
     ld+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
   done
-  (cd "$w" && for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  (cd "$w" && for cmd in "$@"; do
      echo "building $cmd"
      go build -trimpath -ldflags "$ld" -o "$OUT/bin/$cmd" "k8s.io/kubernetes/cmd/$cmd"
    done)
   rm -rf "$w"
 }
+
+build_kubernetes() { k8s_build kube-apiserver kube-controller-manager kube-scheduler kubectl; }
+
+# The real worker node's Kubernetes side (tests/cluster/realnode.py); same version.
+build_kube_node() { k8s_build kubelet kube-proxy; }
 
 build_kwok() {
   GOBIN="$OUT/bin" go install -trimpath -ldflags "-s -w" \
@@ -147,6 +153,14 @@ build_containerd2() {
   GOBIN="$OUT/bin" go install -trimpath -tags "no_btrfs no_devmapper no_zfs" \
     -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD2_VERSION" \
     "github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD2_VERSION"
+}
+
+# The real node's runc shim and ctr, from the same containerd module as the daemon.
+build_containerd2_node() {
+  GOBIN="$OUT/bin" go install -trimpath -tags "no_btrfs no_devmapper no_zfs" \
+    -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD2_VERSION" \
+    "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD2_VERSION" \
+    "github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD2_VERSION"
 }
 
 build_containerd1() {
@@ -193,12 +207,46 @@ setup_python() {
   say "python venv: done in $((SECONDS - t0))s"
 }
 
+# Debian packages the real node and the image builds need, at pinned versions
+# (NODE_APT_PACKAGES): iptables and conntrack for kube-proxy and the CNI bridge, runc and
+# the CNI plugins for containerd, buildah to build images/*/Dockerfile, debootstrap for
+# the local base images. Installing them starts no service.
+install_node_packages() {
+  local want=() p
+  read -r -a want <<<"$NODE_APT_PACKAGES"
+  local missing=()
+  for p in "${want[@]}"; do
+    [[ "$(dpkg-query -W -f='${Status} ${Version}' "${p%%=*}" 2>/dev/null)" == "install ok installed ${p#*=}" ]] || missing+=("$p")
+  done
+  if [[ ${#missing[@]} -eq 0 ]]; then say "apt packages: installed"; return 0; fi
+  [[ $(id -u) -eq 0 ]] || die "installing ${missing[*]} needs root (apt-get install)"
+  say "apt packages: installing ${missing[*]}"
+  local t0=$SECONDS log="$CACHE/apt-packages.log"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+      --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    die "apt-get could not install ${missing[*]}; a pinned version may have left the archive (see hack/versions.env and $log)"
+  fi
+  say "apt packages: done in $((SECONDS - t0))s"
+}
+
+# Debian's distribution registry, unpacked into the cache, not installed: installing
+# it would start a system-wide service on port 5000.
+build_registry() {
+  local deb="$OUT/deb"; mkdir -p "$deb"
+  (cd "$deb" && apt-get download "docker-registry=$REGISTRY_DEBIAN_VERSION")
+  dpkg-deb -x "$deb"/*.deb "$OUT/root"
+  ln -s ../root/usr/bin/docker-registry "$OUT/bin/docker-registry"
+  rm -rf "$deb"
+}
+
 install_unittest_plugin() {
   local dest="$HELM_PLUGINS/unittest"
   rm -rf "$dest"; ln -sfn "$CACHE/helm-unittest-$HELM_UNITTEST_VERSION/plugin" "$dest"
 }
 
-all_tools=(python helm4 helm3 helm-unittest ct etcd kubernetes kwok containerd2 containerd1 nfd-chart)
+all_tools=(python helm4 helm3 helm-unittest ct etcd kubernetes kube-node kwok containerd2 containerd2-node
+  containerd1 nfd-chart apt-packages registry)
 wanted=("$@"); [[ ${#wanted[@]} -gt 0 ]] || wanted=("${all_tools[@]}")
 
 command -v go >/dev/null || die "go is required (Go 1.25 or newer) to build the pinned tools"
@@ -214,6 +262,12 @@ for t in "${wanted[@]}"; do
       for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do link kubernetes "$KUBERNETES_VERSION" "$c"; done ;;
     kwok) step kwok "$KWOK_VERSION" build_kwok; link kwok "$KWOK_VERSION" kwok; link kwok "$KWOK_VERSION" kwokctl ;;
     containerd2) step containerd2 "$CONTAINERD2_VERSION" build_containerd2; link containerd2 "$CONTAINERD2_VERSION" containerd containerd2 ;;
+    containerd2-node) step containerd2-node "$CONTAINERD2_VERSION" build_containerd2_node
+      link containerd2-node "$CONTAINERD2_VERSION" containerd-shim-runc-v2; link containerd2-node "$CONTAINERD2_VERSION" ctr ;;
+    kube-node) step kube-node "$KUBERNETES_VERSION" build_kube_node
+      for c in kubelet kube-proxy; do link kube-node "$KUBERNETES_VERSION" "$c"; done ;;
+    apt-packages) install_node_packages ;;
+    registry) step registry "$REGISTRY_DEBIAN_VERSION" build_registry; link registry "$REGISTRY_DEBIAN_VERSION" docker-registry ;;
     containerd1) step containerd1 debian build_containerd1; link containerd1 debian containerd containerd1 ;;
     nfd-chart) step nfd-chart "$NFD_VERSION" build_nfd_chart; install_nfd_chart ;;
     *) die "unknown tool '$t' (known: ${all_tools[*]})" ;;

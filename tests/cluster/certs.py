@@ -108,3 +108,22 @@ def ensure(pki: Path) -> Certs:
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
     (pki / "ca.srl").unlink(missing_ok=True)
     return certs
+
+
+def client_cert(certs: Certs, name: str, subject: str) -> tuple[Path, Path]:
+    """A client certificate signed by the cluster's CA (e.g. a kubelet's identity).
+
+    Kept next to the CA as ``<name>.crt``/``<name>.key``; made once.
+    """
+    pki = certs.ca_cert.parent
+    crt, key = pki / f"{name}.crt", pki / f"{name}.key"
+    if not (crt.exists() and key.exists()):
+        _signed(
+            pki,
+            name,
+            subject,
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=clientAuth\n",
+        )
+        (pki / "ca.srl").unlink(missing_ok=True)
+    return crt, key

@@ -27,6 +27,7 @@ class Settings:
     state_dir: Path
     nodes: int
     runner_nodes: int
+    real_nodes: int
     job_seconds: float
     failing_nodes: tuple[str, ...]
     host_fixture: str | None
@@ -60,11 +61,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def fleet(p: argparse.ArgumentParser, nodes: int) -> None:
+    def fleet(p: argparse.ArgumentParser, nodes: int, real: int = 0) -> None:
         p.add_argument("--nodes", type=int, default=nodes, help=f"kwok nodes (default {nodes})")
         p.add_argument(
             "--runner-nodes", type=int, default=3,
             help="runner-backed nodes with a host directory (default 3)",
+        )  # fmt: skip
+        p.add_argument(
+            "--real-nodes", type=int, default=real,
+            help="real worker nodes: kubelet, containerd, runc, CNI and kube-proxy in their "
+            f"own namespaces (default {real}; needs root)",
         )  # fmt: skip
         p.add_argument(
             "--job-seconds", type=float, default=1.0,
@@ -99,8 +105,9 @@ def _parser() -> argparse.ArgumentParser:
     add = sub.add_parser("add-nodes", help="add nodes to the running cluster")
     add.add_argument("--nodes", type=int, default=5, help="kwok nodes to add (default 5)")
     add.add_argument("--runner-nodes", type=int, default=0, help="runner-backed nodes to add")
+    add.add_argument("--real-nodes", type=int, default=0, help="real worker nodes to add")
     demo = sub.add_parser("demo", help="cluster up, job-mode install, upgrade, uninstall, down")
-    fleet(demo, 20)
+    fleet(demo, 20, real=1)
     demo.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
     sub.add_parser("runner", help="run the pod runner in the foreground (started by `up`)")
     return parser
@@ -120,6 +127,7 @@ def settings(argv: list[str] | None = None) -> Settings:
         state_dir=(ns.dir or _default_dir(ns.command)).expanduser(),
         nodes=getattr(ns, "nodes", 0),
         runner_nodes=getattr(ns, "runner_nodes", 0),
+        real_nodes=getattr(ns, "real_nodes", 0),
         job_seconds=getattr(ns, "job_seconds", 1.0),
         failing_nodes=failing,
         host_fixture=getattr(ns, "host_fixture", None),
@@ -134,6 +142,7 @@ def spec(s: Settings) -> cluster_mod.ClusterSpec:
     return cluster_mod.ClusterSpec(
         nodes=s.nodes,
         runner_nodes=s.runner_nodes,
+        real_nodes=s.real_nodes,
         control_plane=s.control_plane,
         tainted=s.tainted,
         job_seconds=s.job_seconds,
@@ -171,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             if not c.healthy():
                 logging.getLogger(__name__).error("no running cluster in %s", c.dir)
                 return 1
-            added = c.add_nodes(kwok=s.nodes, runner=s.runner_nodes)
+            added = c.add_nodes(kwok=s.nodes, runner=s.runner_nodes, real=s.real_nodes)
             _out([f"added {len(added)} nodes: {', '.join(added)}"])
         elif s.command == "runner":
             from tests.cluster import runner

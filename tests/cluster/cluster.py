@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from tests.cluster import certs, kwokconfig, nodes, procs
+from tests.cluster import certs, kwokconfig, nodes, procs, realnode, registry
 
 LOG = logging.getLogger(__name__)
 
@@ -41,12 +41,14 @@ PAYLOAD_SCRIPT = REPO / "node-installer" / "tests" / "payload.py"
 DEFAULT_DIR = Path.home() / ".cache" / "kata-deploy" / "cluster"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 STOP_ORDER = (
+    "gateway",
     "runner",
     "kwok",
     "kube-scheduler",
     "kube-controller-manager",
     "kube-apiserver",
     "etcd",
+    "registry",
 )
 
 
@@ -79,6 +81,7 @@ class ClusterSpec:
     job_seconds: float = 1.0
     failing_nodes: tuple[str, ...] = ()
     host_fixture: str | None = None
+    real_nodes: int = 0
 
 
 @dataclass
@@ -93,6 +96,8 @@ class State:
     job_seconds: float = 1.0
     failing_nodes: list[str] = field(default_factory=list)
     host_fixture: str | None = None
+    real_nodes: int = 0
+    real_subnet: int | None = None
 
     @classmethod
     def load(cls, path: Path) -> State:
@@ -132,6 +137,37 @@ class Cluster:
     def node_original(self, name: str) -> Path:
         return self.nodes_dir / name / "original"
 
+    def real_node_names(self) -> list[str]:
+        return [realnode.node_name(i) for i in range(self.state.real_nodes)]
+
+    def real_node(self, name: str) -> realnode.RealNode:
+        st = self.state
+        if st.real_subnet is None or name not in self.real_node_names():
+            raise KeyError(f"{name} is not a real node of the cluster in {self.dir}")
+        return realnode.RealNode(
+            name=name,
+            index=self.real_node_names().index(name),
+            net=self.real_network(st.real_subnet),
+            dir=self.nodes_dir / name,
+        )
+
+    def real_network(self, subnet: int) -> realnode.Network:
+        return realnode.Network(tag=realnode.cluster_tag(self.dir), subnet=subnet)
+
+    def real_node_pid(self, name: str) -> int:
+        """Host PID of a real node's PID 1 (its namespaces: ``/proc/PID/root`` etc.)."""
+        node = self.real_node(name)
+        unshare = procs.read_pid(self.dir, node.process)
+        pid = node.init_pid(unshare) if unshare is not None else None
+        if pid is None:
+            raise RuntimeError(f"real node {name} is not running (see {self.dir / 'logs'})")
+        return pid
+
+    @property
+    def registry(self) -> str:
+        """The registry as users (and the nodes, through their mirror config) name it."""
+        return f"127.0.0.1:{self.state.ports['registry']}"
+
     def runner_node_names(self) -> list[str]:
         return [nodes.runner_node(i).name for i in range(self.state.runner_nodes)]
 
@@ -147,6 +183,11 @@ class Cluster:
             return False
         if not all(procs.running(self.dir, c) for c in (*COMPONENTS, "runner")):
             return False
+        nodes_running = (
+            procs.running(self.dir, self.real_node(n).process) for n in self.real_node_names()
+        )
+        if not all(nodes_running):
+            return False
         return self._apiserver_ready()
 
     # ---------------------------------------------------------------- up / down
@@ -160,6 +201,7 @@ class Cluster:
             self.add_nodes(
                 kwok=max(0, spec.nodes - st.kwok_nodes),
                 runner=max(0, spec.runner_nodes - st.runner_nodes),
+                real=max(0, spec.real_nodes - st.real_nodes),
             )
             return
         if self.state_file.exists() or any((self.dir / "pids").glob("*.pid")):
@@ -170,7 +212,15 @@ class Cluster:
         st = State(
             ports={
                 name: procs.free_port()
-                for name in ("etcd", "etcd_peer", "apiserver", "kcm", "scheduler", "kwok")
+                for name in (
+                    "etcd",
+                    "etcd_peer",
+                    "apiserver",
+                    "kcm",
+                    "scheduler",
+                    "kwok",
+                    "registry",
+                )
             },
             control_plane=control_plane if spec.control_plane is None else spec.control_plane,
             tainted=tainted if spec.tainted is None else spec.tainted,
@@ -189,19 +239,26 @@ class Cluster:
             self._make_payload()
             self._start_runner()
             self._wait_default_serviceaccount()
-            self.add_nodes(kwok=spec.nodes, runner=spec.runner_nodes)
+            self.add_nodes(kwok=spec.nodes, runner=spec.runner_nodes, real=spec.real_nodes)
         except BaseException:
             LOG.error("cluster start failed; logs are in %s", self.dir / "logs")
             raise
         LOG.info(
-            "cluster ready in %.1fs: %d kwok + %d runner-backed nodes",
+            "cluster ready in %.1fs: %d kwok + %d runner-backed + %d real nodes",
             time.monotonic() - t0,
             spec.nodes,
             spec.runner_nodes,
+            spec.real_nodes,
         )
 
     def down(self) -> None:
-        """Stop every process this directory started and remove the directory."""
+        """Stop every process this directory started and remove the directory.
+
+        Real nodes go first: their PID namespaces end, then their veths, cgroups and the
+        bridge are removed. Safe after a crash: whatever ``cluster.json`` and ``pids/``
+        still name is stopped, and devices and cgroups are found by this directory's tag.
+        """
+        self._stop_real_nodes()
         for name in STOP_ORDER:
             if procs.read_pid(self.dir, name) is not None:
                 LOG.info("stopping %s", name)
@@ -211,6 +268,26 @@ class Cluster:
             LOG.info("removed %s", self.dir)
 
     # ---------------------------------------------------------------- components
+
+    def _stop_real_nodes(self) -> None:
+        try:
+            st = self.state
+        except (FileNotFoundError, ValueError):
+            st = None
+        tag = realnode.cluster_tag(self.dir)
+        for pid_path in sorted((self.dir / "pids").glob("node-*.pid")):
+            name = pid_path.stem.removeprefix("node-")
+            index = int(name.rsplit("-", 1)[1]) if name.rsplit("-", 1)[-1].isdigit() else 0
+            net = realnode.Network(tag=tag, subnet=(st.real_subnet if st else None) or 0)
+            node = realnode.RealNode(name=name, index=index, net=net, dir=self.nodes_dir / name)
+            realnode.stop(node, state_dir=self.dir)
+        if st is not None and st.real_subnet is not None:
+            procs.stop(self.dir, "gateway")
+            realnode.remove_bridge(self.real_network(st.real_subnet))
+        # A crash before pids/ was written can still have left cgroups behind.
+        for hierarchy in realnode.cgroup_hierarchies(unified=True):
+            for leftover in hierarchy.glob(f"kata-deploy-{tag}-*"):
+                realnode.remove_cgroup_root(leftover.name)
 
     def _write_kubeconfig(self) -> None:
         self.kubeconfig.write_text(
@@ -272,6 +349,10 @@ class Cluster:
                 "--max-requests-inflight=1000",
                 "--max-mutating-requests-inflight=500",
                 "--profiling=false",
+                # For `kubectl logs`/`exec` on real nodes (their kubelets trust this CA).
+                f"--kubelet-client-certificate={c.admin_cert}",
+                f"--kubelet-client-key={c.admin_key}",
+                "--kubelet-preferred-address-types=InternalIP",
                 f"--cert-dir={self.dir / 'pki' / 'apiserver-generated'}",
             ],
         )
@@ -450,8 +531,14 @@ class Cluster:
 
     # ---------------------------------------------------------------- nodes
 
-    def add_nodes(self, *, kwok: int = 0, runner: int = 0) -> list[str]:
-        """Create ``kwok`` more kwok nodes and ``runner`` more runner-backed nodes; wait Ready."""
+    def add_nodes(self, *, kwok: int = 0, runner: int = 0, real: int = 0) -> list[str]:
+        """Create ``kwok`` kwok, ``runner`` runner-backed and ``real`` real nodes; wait Ready."""
+        added = self._add_simulated_nodes(kwok=kwok, runner=runner)
+        if real:
+            added += self.add_real_nodes(real)
+        return added
+
+    def _add_simulated_nodes(self, *, kwok: int, runner: int) -> list[str]:
         st = self.state
         specs = [
             nodes.kwok_node(i, control_plane=st.control_plane, tainted=st.tainted)
@@ -489,7 +576,85 @@ class Cluster:
         self.wait_nodes_ready([s.name for s in all_specs])
         return [s.name for s in all_specs]
 
-    def wait_nodes_ready(self, names: Iterable[str], *, timeout: float = 180) -> None:
+    def ensure_registry(self) -> str:
+        """Start the cluster's OCI registry unless it runs; return its host:port."""
+        if not procs.running(self.dir, "registry"):
+            LOG.info("starting the registry on %s", self.registry)
+            registry.start(
+                self.dir, binary=tool("docker-registry"), port=self.state.ports["registry"]
+            )
+        return self.registry
+
+    def add_real_nodes(self, count: int) -> list[str]:
+        """Start ``count`` more real nodes (kubelet + containerd + kube-proxy); wait Ready."""
+        self.ensure_registry()
+        if not registry.has(self.state.ports["registry"], "pause", realnode.PAUSE_TAG):
+            from tests.images import build
+
+            LOG.info("building and pushing the pause image (real nodes' pod sandboxes)")
+            build.push_pause(self.registry)
+        st = self.state
+        if st.real_subnet is None:
+            st.real_subnet = realnode.pick_subnet(realnode.cluster_tag(self.dir))
+            st.save(self.state_file)
+        net = self.real_network(st.real_subnet)
+        realnode.ensure_bridge(net)
+        ports = st.ports
+        if not procs.running(self.dir, "gateway"):
+            procs.start(
+                self.dir,
+                "gateway",
+                [_python(), "-m", "tests.cluster.gateway", f"--listen={net.gateway}",
+                 f"--port={ports['apiserver']}", f"--port={ports['registry']}"],
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+                cwd=REPO,
+            )  # fmt: skip
+        self._point_kubernetes_service(net)
+        tools = {
+            name: str(Path(tool(binary)).resolve())
+            for name, binary in (
+                ("containerd", "containerd2"),
+                ("containerd-shim-runc-v2", "containerd-shim-runc-v2"),
+                ("runc", "runc"),
+                ("kubelet", "kubelet"),
+                ("kube-proxy", "kube-proxy"),
+            )
+        }
+        names = []
+        for index in range(st.real_nodes, st.real_nodes + count):
+            name = realnode.node_name(index)
+            node = realnode.RealNode(name=name, index=index, net=net, dir=self.nodes_dir / name)
+            node.dir.mkdir(parents=True, exist_ok=True)
+            LOG.info("starting real node %s (%s)", name, node.ip)
+            realnode.write_config(
+                node,
+                certs=self.certs,
+                endpoints=realnode.Endpoints(ports["apiserver"], ports["registry"]),
+                tools=tools,
+            )
+            st.real_nodes = index + 1
+            st.save(self.state_file)
+            realnode.start(node, state_dir=self.dir, spec_path=node.dir / "node.json",
+                           python=_python())  # fmt: skip
+            names.append(name)
+        self.wait_nodes_ready(names, timeout=120, log_name=f"node-{names[-1]}")
+        return names
+
+    def _point_kubernetes_service(self, net: realnode.Network) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        body = realnode.kubernetes_endpointslice(net.gateway, self.state.ports["apiserver"])
+        discovery = self.api("DiscoveryV1Api")
+        try:
+            discovery.create_namespaced_endpoint_slice("default", body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            discovery.replace_namespaced_endpoint_slice(body["metadata"]["name"], "default", body)
+
+    def wait_nodes_ready(
+        self, names: Iterable[str], *, timeout: float = 180, log_name: str = "kwok"
+    ) -> None:
         wanted = set(names)
         core = self.core()
         t0 = time.monotonic()
@@ -513,7 +678,7 @@ class Cluster:
             ready,
             timeout=timeout,
             interval=1.0,
-            log_path=procs.log_file(self.dir, "kwok"),
+            log_path=procs.log_file(self.dir, log_name),
         )
 
     # ---------------------------------------------------------------- clients
@@ -622,7 +787,7 @@ def summary_lines(cluster: Cluster) -> list[str]:
             f"kubeconfig: {cluster.kubeconfig}",
             f"apiserver:  https://127.0.0.1:{st.ports['apiserver']}",
             f"nodes:      {st.kwok_nodes} kwok ({st.control_plane} control-plane, "
-            f"{st.tainted} tainted) + {st.runner_nodes} runner-backed",
+            f"{st.tainted} tainted) + {st.runner_nodes} runner-backed + {st.real_nodes} real",
             f"logs:       {cluster.dir / 'logs'} (pods run by the runner: {cluster.pod_logs})",
             f"use it:     export KUBECONFIG={cluster.kubeconfig}",
         ]

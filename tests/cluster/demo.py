@@ -1,10 +1,14 @@
 """``make demo``: the main job of kata-deploy, end to end, on a local cluster.
 
-Starts a cluster, installs the chart in job mode with try-kata-nvidia-gpu.values.yaml,
-shows the paced rollout live, prints the labelled nodes and RuntimeClasses, adds nodes
-and upgrades, uninstalls and shows that nothing is left (in the cluster and on the
-runner-backed nodes' host directories), then tears the cluster down. Any failed step
-ends the demo with a non-zero exit code and says which step and where the logs are.
+Starts a cluster (kwok nodes, runner-backed nodes and, with ``--real-nodes``, real
+kubelet + containerd nodes), builds the images from images/*/Dockerfile and pushes them
+and the chart to the cluster's OCI registry, installs the chart from there in job mode
+with try-kata-nvidia-gpu.values.yaml, shows the paced rollout live, prints the labelled
+nodes, the RuntimeClasses and each real node's runtime handlers, adds nodes and
+upgrades, uninstalls and shows that nothing is left (in the cluster, in the real nodes'
+handlers and on the runner-backed nodes' host directories), then tears the cluster down.
+Any failed step ends the demo with a non-zero exit code and says which step and where
+the logs are.
 """
 
 from __future__ import annotations
@@ -110,6 +114,45 @@ def _helm_live(cluster: Cluster, args: Sequence[str], *, stage: str) -> None:
     _say(f"   helm {args[0]} finished in {time.monotonic() - t0:.1f}s: {' '.join(first)}")
 
 
+def _publish(cluster: Cluster) -> tuple[str, str, list[str]]:
+    """Build and push both images and the chart; return the chart reference and image args."""
+    import yaml
+
+    from tests.images import build
+
+    registry = cluster.ensure_registry()
+    t0 = time.monotonic()
+    built = build.build_and_push(registry, tag="demo")
+    for image in built.values():
+        _say(f"   {image.reference}: {image.size / 1e6:.1f} MB")
+    _say(f"   images ready in {time.monotonic() - t0:.0f}s")
+    version = str(yaml.safe_load((CHART / "Chart.yaml").read_text())["version"])
+    work = cluster.dir / "chart"
+    work.mkdir(exist_ok=True)
+    _run(cluster, ["helm", "package", str(CHART), "-d", str(work)], show=False)
+    _run(cluster, ["helm", "push", str(work / f"kata-deploy-{version}.tgz"),
+                   f"oci://{registry}/charts", "--plain-http"])  # fmt: skip
+    installer = built["kata-installer"].reference.rpartition(":")
+    dispatcher = built["kata-dispatcher"].reference.rpartition(":")
+    args = [
+        "--set", f"image.reference={installer[0]}", "--set", f"image.tag={installer[2]}",
+        "--set", f"job.dispatcherImage.reference={dispatcher[0]}",
+        "--set", f"job.dispatcherImage.tag={dispatcher[2]}",
+    ]  # fmt: skip
+    return f"oci://{registry}/charts/kata-deploy", version, args
+
+
+def _show_handlers(cluster: Cluster, when: str) -> None:
+    """What each real node's running containerd serves, as its kubelet reports it."""
+    core = cluster.core()
+    for name in cluster.real_node_names():
+        node = kubeapi.get_json(core.read_node, name)
+        handlers = sorted(
+            h.get("name") or '""' for h in node["status"].get("runtimeHandlers") or []
+        )
+        _say(f"   {name} runtime handlers {when}: {', '.join(handlers)}")
+
+
 def _show_result(cluster: Cluster) -> None:
     _kubectl(cluster, "get", "nodes", "-l", f"{LABEL}=true", "-L", "kubernetes.io/arch")
     _kubectl(cluster, "get", "runtimeclasses")
@@ -124,9 +167,18 @@ def run(cluster: Cluster, spec: ClusterSpec, *, keep: bool) -> int:
     t0 = time.monotonic()
     step = "cluster up"
     try:
-        _step(f"1. a local cluster: {spec.nodes} kwok nodes + {spec.runner_nodes} runner-backed")
+        _step(
+            f"1. a local cluster: {spec.nodes} kwok nodes + {spec.runner_nodes} runner-backed"
+            f" + {spec.real_nodes} real (kubelet, containerd, runc, kube-proxy)"
+        )
         cluster.up(spec)
         _kubectl(cluster, "get", "nodes", "-L", "kubernetes.io/arch")
+
+        step = "images and chart to the registry"
+        _step("1b. build the images from images/*/Dockerfile, push them and the chart to the "
+              "cluster's OCI registry")  # fmt: skip
+        chart_ref, version, image_args = _publish(cluster)
+        _show_handlers(cluster, "before install")
 
         step = "helm install"
         _step(
@@ -135,7 +187,8 @@ def run(cluster: Cluster, spec: ClusterSpec, *, keep: bool) -> int:
         )
         _helm_live(
             cluster,
-            ["install", RELEASE, str(CHART), "-n", NAMESPACE, "--create-namespace",
+            ["install", RELEASE, chart_ref, "--version", version, "--plain-http",
+             "-n", NAMESPACE, "--create-namespace", *image_args,
              "-f", str(VALUES), "--set", f"job.parallelism={PARALLELISM}", "--timeout", "5m"],
             stage="install",
         )  # fmt: skip
@@ -143,6 +196,7 @@ def run(cluster: Cluster, spec: ClusterSpec, *, keep: bool) -> int:
         step = "show the result"
         _step("3. labelled nodes and RuntimeClasses")
         _show_result(cluster)
+        _show_handlers(cluster, "after install")
 
         step = "add nodes and upgrade"
         _step("4. add 4 kwok nodes and 1 runner-backed node, then helm upgrade --reuse-values")
@@ -150,7 +204,19 @@ def run(cluster: Cluster, spec: ClusterSpec, *, keep: bool) -> int:
         _say(f"   added {', '.join(added)}")
         _helm_live(
             cluster,
-            ["upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "--reuse-values", "--timeout", "5m"],
+            [
+                "upgrade",
+                RELEASE,
+                chart_ref,
+                "--version",
+                version,
+                "--plain-http",
+                "-n",
+                NAMESPACE,
+                "--reuse-values",
+                "--timeout",
+                "5m",
+            ],
             stage="install",
         )
         _kubectl(cluster, "get", "nodes", "-l", f"{LABEL}=true")
@@ -164,6 +230,7 @@ def run(cluster: Cluster, spec: ClusterSpec, *, keep: bool) -> int:
         step = "check that nothing is left"
         _step("6. nothing left: labels, RuntimeClasses, release objects, host directories")
         _check_clean(cluster)
+        _show_handlers(cluster, "after uninstall")
     except DemoError as exc:
         _say(f"\ndemo FAILED at step '{step}': {exc}")
         _say(f"cluster logs: {cluster.dir / 'logs'}; pod logs: {cluster.pod_logs}")
@@ -226,3 +293,14 @@ def _check_clean(cluster: Cluster) -> None:
         f"   the host directories of {', '.join(cluster.runner_node_names())} are byte-equal "
         "to their originals"
     )
+    core = cluster.core()
+    for name in cluster.real_node_names():
+        handlers = [
+            h.get("name", "")
+            for h in kubeapi.get_json(core.read_node, name)["status"].get("runtimeHandlers") or []
+        ]
+        left = [h for h in handlers if h.startswith("kata")]
+        if left:
+            raise DemoError(f"real node {name}'s containerd still serves {', '.join(left)}")
+    if cluster.real_node_names():
+        _say(f"   {', '.join(cluster.real_node_names())}: containerd serves no kata handler")

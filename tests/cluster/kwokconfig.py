@@ -23,8 +23,10 @@ from typing import Any
 import yaml
 
 RUNNER_LABEL = "kata-deploy.test/runner"
+# Real nodes (tests/cluster/realnode.py) have their own kubelet: kwok leaves them alone.
+REAL_LABEL = "kata-deploy.test/real"
 COMPONENT_LABEL = "app.kubernetes.io/component"
-MANAGED_NODES_SELECTOR = f"!{RUNNER_LABEL}"
+MANAGED_NODES_SELECTOR = f"!{RUNNER_LABEL},!{REAL_LABEL}"
 
 _NOT_DELETED: dict[str, Any] = {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"}
 _NOT_DISPATCHER: dict[str, Any] = {

@@ -531,6 +531,13 @@ class Runner:
         self.core = cluster.api("CoreV1Api", pool=32)
         self.coordination = cluster.api("CoordinationV1Api", pool=8)
 
+    def real_nodes(self) -> set[str]:
+        """Nodes with a real kubelet (cluster.json; they can be added while we run)."""
+        try:
+            return set(self.cluster.real_node_names())
+        except (FileNotFoundError, ValueError):
+            return set()
+
     def node_root(self, node: str) -> Path | None:
         root = self.cluster.node_root(node)
         return root if root.is_dir() else None
@@ -605,6 +612,8 @@ class Runner:
             if run is not None:
                 run.request_stop(0)
             return
+        if node in self.real_nodes():
+            return  # a real kubelet runs it
         uid = meta["uid"]
         phase = (pod.get("status") or {}).get("phase", "Pending")
         deleting = bool(meta.get("deletionTimestamp"))

@@ -37,6 +37,8 @@ def _keep_logs(cluster: Cluster, dest: Path) -> None:
     for sub in ("logs", "pod-logs"):
         if (cluster.dir / sub).is_dir():
             shutil.copytree(cluster.dir / sub, dest / sub, dirs_exist_ok=True)
+    for node_logs in cluster.dir.glob("nodes/*/logs"):  # real nodes' containerd, kubelet...
+        shutil.copytree(node_logs, dest / "nodes" / node_logs.parent.name, dirs_exist_ok=True)
 
 
 @contextlib.contextmanager

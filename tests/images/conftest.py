@@ -1,5 +1,9 @@
 """Fixtures of the image checks: the filtered build context and each image's virtualenv.
 
+Also registers the `image_build` marker (tests that build the real images with buildah,
+test_built_images.py) and prints the size and build and push times of every image built
+in the session at its end.
+
 Each image's virtualenv is built the one way its Dockerfile builds it: the builder
 stage's `RUN images/build-venv.sh ...` line is read from the Dockerfile and run with the
 same arguments, from a copy of the build context as `.dockerignore` filters it, only the
@@ -22,7 +26,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.images import dockerfiles
+from tests.images import build, dockerfiles
 
 CACHE = (
     pathlib.Path(
@@ -171,3 +175,22 @@ def home(tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
     path = tmp_path / "home"
     path.mkdir()
     yield path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "image_build: builds both images with buildah (root; minutes cold, cached after)",
+    )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not build.BUILT:
+        return
+    terminalreporter.section("images built with buildah (hack/build-images.sh)")
+    for image in build.BUILT:
+        built = f"{image.build_seconds:5.1f}s" if image.build_seconds else "    -"
+        pushed = f"  push {image.push_seconds:5.1f}s  {image.pinned}" if image.reference else ""
+        terminalreporter.write_line(
+            f"{image.local:<52} {image.size / 1e6:7.1f} MB  build {built}{pushed}"
+        )

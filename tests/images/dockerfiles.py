@@ -102,6 +102,19 @@ class Dockerfile:
     def final(self) -> Stage:
         return self.stages[-1]
 
+    def global_arg_defaults(self) -> dict[str, str | None]:
+        """ARGs declared before the first FROM and their defaults (None: no default)."""
+        out: dict[str, str | None] = {}
+        for inst in self.global_args:
+            name, eq, default = inst.args.strip().partition("=")
+            out[name] = default if eq else None
+        return out
+
+    def base_arg(self, stage: Stage) -> str | None:
+        """The global ARG a stage's FROM is (`FROM ${NAME}`), or None for a literal base."""
+        match = re.fullmatch(r"\$\{(\w+)\}|\$(\w+)", stage.base)
+        return (match.group(1) or match.group(2)) if match else None
+
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
             if stage.name == name:

@@ -2,14 +2,20 @@
 
 Cases:
 - hadolint passes on both Dockerfiles, and every `# hadolint ignore` names a rule it needs
-- every FROM is pinned by digest; the bases are the ones the house style names
+- the local stand-in bases (images/bases/) pass hadolint and say they are for tests only
+- every FROM is a build arg declared before the first FROM (DEBIAN_BASE, PYTHON_BASE)
+  whose default is pinned by digest; the bases are the ones the house style names
 - every COPY/ADD source exists in the build context after .dockerignore, and the context
   holds nothing the Dockerfiles do not copy
 - COPY --from names an earlier stage; the virtualenv is built by images/build-venv.sh
 - the dispatcher's final stage runs as a numeric non-root user, the installer's as root
   explicitly; ENTRYPOINT is the exec form of the console script in the venv, which PATH
   also finds by name (docs/contracts.md); PYTHONDONTWRITEBYTECODE is set
-- OCI labels are present and the version comes from the VERSION build arg
+- OCI labels are present, the version comes from the VERSION build arg and the base name
+  from the base's build arg
+- the installer's payload is picked by KATA_PAYLOAD (release by default): release runs
+  fetch-kata.sh, synthetic runs node-installer/tests/payload.py, which works from the
+  filtered build context with nothing but python3
 - no `sed` or `pip install` outside the build script; no dev extras in the lock files
 - each lock file pins exactly the versions its pyproject.toml asks for, every entry by hash
 - the installer image carries every program the installer's code executes
@@ -22,6 +28,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -60,6 +67,22 @@ def test_hadolint_passes_on_both_dockerfiles() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_stand_in_bases_lint_clean_and_say_they_are_for_tests_only() -> None:
+    """images/bases/: hack/base-images.sh's local stand-ins for the pinned bases."""
+    hadolint = shutil.which("hadolint")
+    assert hadolint
+    paths = sorted((REPO / "images" / "bases").glob("*/Dockerfile"))
+    assert [p.parent.name for p in paths] == ["debian", "python3-nonroot"]
+    result = subprocess.run(
+        [hadolint, "--no-color", *map(str, paths)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for path in paths:
+        assert "A LOCAL STAND-IN FOR TESTS ONLY" in path.read_text(encoding="utf-8"), path
+    python = dockerfiles.parse(paths[1]).final
+    assert python.all("USER")[-1].args.strip() == "65532:65532", "distroless nonroot's user"
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_every_hadolint_ignore_is_needed(name: str, tmp_path: pathlib.Path) -> None:
     """Dropping any ignore directive makes hadolint report exactly that rule."""
@@ -86,26 +109,30 @@ def test_every_hadolint_ignore_is_needed(name: str, tmp_path: pathlib.Path) -> N
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_every_base_is_pinned_by_digest(name: str) -> None:
+def test_every_base_is_a_build_arg_pinned_by_digest(name: str) -> None:
     df = parsed(name)
-    stage_names = {s.name for s in df.stages if s.name}
+    defaults = df.global_arg_defaults()
     for stage in df.stages:
-        assert stage.base not in stage_names, "stages build on bases, not on each other"
-        assert re.search(r"@sha256:[0-9a-f]{64}$", stage.base), (
-            f"{df.path}: FROM {stage.base} is not pinned by digest"
+        arg = df.base_arg(stage)
+        assert arg, (
+            f"{df.path}: FROM {stage.base}: bases come from a build arg declared before the "
+            "first FROM (stages build on bases, not on each other)"
         )
-        assert stage.base.startswith((DEBIAN_SLIM, DISTROLESS)), stage.base
-    if name == "dispatcher":
-        assert df.final.base.startswith(DISTROLESS)
-    else:
-        assert df.final.base.startswith(DEBIAN_SLIM)
+        default = defaults.get(arg) or ""
+        assert re.search(r"@sha256:[0-9a-f]{64}$", default), (
+            f"{df.path}: ARG {arg}={default} is not pinned by digest"
+        )
+        assert default.startswith((DEBIAN_SLIM, DISTROLESS)), default
+    final = defaults[df.base_arg(df.final) or ""] or ""
+    assert final.startswith(DISTROLESS if name == "dispatcher" else DEBIAN_SLIM)
     # One digest per base name across both files, so a refresh cannot miss one.
     digests: dict[str, set[str]] = {}
     for other in NAMES:
-        for stage in parsed(other).stages:
-            ref, _, digest = stage.base.partition("@")
-            digests.setdefault(ref, set()).add(digest)
-    assert all(len(d) == 1 for d in digests.values()), digests
+        for value in parsed(other).global_arg_defaults().values():
+            if value and "@sha256:" in value:
+                ref, _, digest = value.partition("@")
+                digests.setdefault(ref, set()).add(digest)
+    assert digests and all(len(d) == 1 for d in digests.values()), digests
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -189,7 +216,7 @@ def test_installer_runs_as_root_explicitly_with_its_payload() -> None:
     assert ({"from": "payload"}, ["/kata-artifacts", "/opt/kata-artifacts"]) in copies
     payload = parsed("node-installer").stage("payload")
     args = payload.args()
-    assert "TARGETARCH" in args and args["KATA_VERSION"]
+    assert "TARGETARCH" in args and "KATA_PAYLOAD" in args and args["KATA_VERSION"]
     for arch in ("AMD64", "ARM64"):
         assert re.fullmatch(r"[0-9a-f]{64}", args[f"KATA_SHA256_{arch}"] or ""), arch
     for arch in ("S390X", "PPC64LE"):
@@ -207,8 +234,49 @@ def test_oci_labels_carry_the_version_build_arg(name: str) -> None:
     assert labels["org.opencontainers.image.revision"] == "${REVISION}"
     assert "VERSION" in final.args()
     assert labels["org.opencontainers.image.title"] == SCRIPTS[name]
-    digest = final.base.partition("@")[2]
-    assert labels["org.opencontainers.image.base.digest"] == digest
+    # The base as built (its pinned default, or what --build-arg gave), digest included.
+    base_arg = parsed(name).base_arg(final)
+    assert base_arg and base_arg in final.args(), "the final stage must re-declare its base ARG"
+    assert labels["org.opencontainers.image.base.name"] == f"${{{base_arg}}}"
+    assert "org.opencontainers.image.base.digest" not in labels, "the digest is in base.name"
+    if name == "node-installer":
+        assert labels["io.katacontainers.kata-deploy.payload"] == "${KATA_PAYLOAD}"
+        assert "KATA_PAYLOAD" in final.args()
+
+
+def test_installer_payload_is_picked_by_a_build_arg(
+    context: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    df = parsed("node-installer")
+    assert df.global_arg_defaults()["KATA_PAYLOAD"] == "release"
+    payload = df.stage("payload")
+    runs = " ".join(i.args for i in payload.all("RUN"))
+    assert "release)" in runs and "synthetic)" in runs and "exit 2" in runs, (
+        "the payload stage must accept release and synthetic and refuse anything else"
+    )
+    copies = [i.flags_and_words()[1] for i in payload.all("COPY")]
+    assert ["images/node-installer/fetch-kata.sh", "/usr/local/bin/fetch-kata"] in copies
+    assert ["node-installer/tests/payload.py", "/usr/local/bin/kata-synthetic-payload"] in copies
+    assert '[ "$KATA_PAYLOAD" = release ]; then fetch-kata /kata-artifacts;' in runs
+    assert "else python3 /usr/local/bin/kata-synthetic-payload --out /kata-artifacts;" in runs
+    # What the synthetic branch runs, from the filtered context, standard library only.
+    out = tmp_path / "kata-artifacts"
+    result = subprocess.run(
+        [
+            str(conftest.DEBIAN_PYTHON if conftest.DEBIAN_PYTHON.exists() else sys.executable),
+            "-I",
+            str(context / "node-installer" / "tests" / "payload.py"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out / "bin" / "containerd-shim-kata-v2").is_file()
 
 
 def _lock_entries(path: pathlib.Path) -> dict[str, tuple[str, list[str]]]:

@@ -1,0 +1,3 @@
+module kata-deploy.local/pause
+
+go 1.25

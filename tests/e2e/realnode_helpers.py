@@ -1,0 +1,408 @@
+"""What the real-node scenarios share: the cluster with its registry, images and OCI chart,
+and ways to read a real node's truth (its runtime handlers, its files, its processes).
+
+Everything here reads the real thing: `status.runtimeHandlers` as the kubelet reports
+what the node's running containerd serves; the node's /etc and /opt through
+`/proc/<PID 1>/root`, i.e. as the node's own mount namespace shows them; the dispatcher's
+process status from /proc, i.e. what the kernel enforces for its securityContext.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cluster import kubeapi
+from tests.cluster.cluster import Cluster, ClusterSpec
+from tests.e2e import conftest
+from tests.e2e.helpers import CHART, helm, wait_for
+
+Obj = dict[str, Any]
+SPEC = ClusterSpec(nodes=0, runner_nodes=0, real_nodes=1)
+TAG = "e2e"
+
+
+@dataclass(frozen=True)
+class RealCluster:
+    """The real-node cluster, the images it serves and where its chart is published."""
+
+    cluster: Cluster
+    images: dict[str, str]  # image name -> reference in the cluster's registry
+    chart_ref: str
+    chart_version: str
+
+    def image_args(self) -> list[str]:
+        installer, _, installer_tag = self.images["kata-installer"].rpartition(":")
+        dispatcher, _, dispatcher_tag = self.images["kata-dispatcher"].rpartition(":")
+        return [
+            "--set", f"image.reference={installer}", "--set", f"image.tag={installer_tag}",
+            "--set", f"job.dispatcherImage.reference={dispatcher}",
+            "--set", f"job.dispatcherImage.tag={dispatcher_tag}",
+        ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
+    from tests.images import build
+
+    with conftest.running_cluster(tmp_path_factory, "real", SPEC) as cluster:
+        registry = cluster.ensure_registry()
+        built = build.build_and_push(registry, tag=TAG, pause=True)
+        images = {name: image.reference for name, image in built.items()}
+        version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+        work = tmp_path_factory.mktemp("chart")
+        helm(cluster, "package", str(CHART), "-d", str(work))
+        helm(cluster, "push", str(work / f"kata-deploy-{version}.tgz"),
+             f"oci://{registry}/charts", "--plain-http")  # fmt: skip
+        yield RealCluster(
+            cluster=cluster,
+            images=images,
+            chart_ref=f"oci://{registry}/charts/kata-deploy",
+            chart_version=str(version),
+        )
+
+
+# ------------------------------------------------------------------ the node's truth
+
+
+def runtime_handlers(cluster: Cluster, node: str) -> list[str]:
+    """What the node's containerd serves, as its kubelet reports it."""
+    data = kubeapi.get_json(cluster.core().read_node, node)
+    return sorted(h.get("name", "") for h in data["status"].get("runtimeHandlers") or [])
+
+
+def release_handlers(cluster: Cluster, release: str, namespace: str, node: str) -> list[str]:
+    """The handlers the release's installer gives ``node``: its RuntimeClasses' handlers
+    of the shims whose ``supportedArches`` include the node's architecture.
+
+    (A RuntimeClass does not say its shim's architectures: its pods can land on a node
+    that lacks the handler. The real node shows it; see the closing note of this work.)
+    """
+    import json
+
+    values = json.loads(
+        helm(cluster, "get", "values", release, "-n", namespace, "--all", "-o", "json").stdout
+    )
+    arch = kubeapi.get_json(cluster.core().read_node, node)["metadata"]["labels"][
+        "kubernetes.io/arch"
+    ]
+    elsewhere = {
+        f"kata-{name}"
+        for name, shim in (values.get("shims") or {}).items()
+        if isinstance(shim, dict) and arch not in (shim.get("supportedArches") or [arch])
+    }
+    data = kubeapi.get_json(
+        cluster.api("NodeV1Api").list_runtime_class,
+        label_selector=f"app.kubernetes.io/instance={release}",
+    )
+    return sorted(rc["handler"] for rc in data["items"] if rc["handler"] not in elsewhere)
+
+
+def node_tree(
+    cluster: Cluster, node: str, dirs: tuple[str, ...] = ("etc", "opt")
+) -> dict[str, str]:
+    """Every path under the node's ``dirs`` (as its mount namespace shows them): kind + hash."""
+    root = Path(f"/proc/{cluster.real_node_pid(node)}/root")
+    result: dict[str, str] = {}
+    for top in dirs:
+        for dirpath, dirnames, filenames in os.walk(root / top):
+            base = Path(dirpath)
+            for name in [*dirnames, *filenames]:
+                path = base / name
+                rel = str(path.relative_to(root))
+                if path.is_symlink():
+                    result[rel] = f"link:{path.readlink()}"
+                elif path.is_dir():
+                    result[rel] = f"dir:{path.stat().st_mode:o}"
+                elif path.is_file():
+                    result[rel] = "file:" + hashlib.sha256(path.read_bytes()).hexdigest()
+                else:
+                    result[rel] = "other"
+    return result
+
+
+def containerd_restarts(cluster: Cluster, node: str) -> int:
+    """How often the node's service manager restarted containerd (its PID 1's log)."""
+    log = cluster.dir / "logs" / f"node-{node}.log"
+    return log.read_text().count("restarted containerd") if log.exists() else 0
+
+
+def installer_pod(cluster: Cluster, namespace: str) -> Obj:
+    pods = kubeapi.get_json(
+        cluster.core().list_namespaced_pod,
+        namespace,
+        label_selector="app.kubernetes.io/component=installer",
+    )["items"]
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    return dict(pods[0])
+
+
+def init_container_order(cluster: Cluster, namespace: str) -> list[str]:
+    """The per-node install pod's containers, ordered by when each started."""
+    pods = kubeapi.get_json(
+        cluster.core().list_namespaced_pod,
+        namespace,
+        label_selector="app.kubernetes.io/component=installer",
+    )["items"]
+    assert pods, f"no per-node pod in {namespace}"
+    pod = pods[0]
+    statuses = [
+        *(pod["status"].get("initContainerStatuses") or []),
+        *(pod["status"].get("containerStatuses") or []),
+    ]
+    started = []
+    for st in statuses:
+        term = (st.get("state") or {}).get("terminated") or {}
+        assert term.get("exitCode") == 0, st
+        started.append((term["startedAt"], term["finishedAt"], st["name"]))
+    started.sort()
+    return [name for *_, name in started]
+
+
+def kata_pod_failure(rc: RealCluster, namespace: str, *, runtime_class: str) -> str:
+    """Run a pod with ``runtime_class`` and return why its sandbox could not start.
+
+    The Kata payload is synthetic (no VM can start), so the expected end is containerd
+    failing to run the shim binary the installer put under /opt/kata.
+    """
+    core = rc.cluster.core()
+    name = f"try-{runtime_class}"
+    pause = rc.images["pause"]
+    core.create_namespaced_pod(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {
+                "runtimeClassName": runtime_class,
+                "nodeName": None,
+                "terminationGracePeriodSeconds": 0,
+                "containers": [{"name": "c", "image": pause}],
+            },
+        },
+    )
+    message = ""
+
+    def failed() -> bool:
+        nonlocal message
+        events = kubeapi.get_json(
+            core.list_namespaced_event,
+            namespace,
+            field_selector=f"involvedObject.name={name}",
+        )["items"]
+        for event in events:
+            if event.get("reason") == "FailedCreatePodSandBox":
+                message = str(event.get("message", ""))
+                return True
+        return False
+
+    try:
+        wait_for(f"pod {name} to fail its sandbox", failed, timeout=120)
+    finally:
+        core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        wait_for(
+            f"pod {name} to go",
+            lambda: (
+                name
+                not in {
+                    p["metadata"]["name"]
+                    for p in kubeapi.get_json(core.list_namespaced_pod, namespace)["items"]
+                }
+            ),
+            timeout=60,
+        )
+    return message
+
+
+# ------------------------------------------------------------------ process facts
+
+
+@dataclass(frozen=True)
+class ProcessFacts:
+    """What the kernel says about a process: the securityContext as enforced."""
+
+    pid: int
+    uid: int
+    gid: int
+    cap_eff: int
+    seccomp: int
+    no_new_privs: bool
+    root_read_only: bool
+
+
+def process_facts(pid: int) -> ProcessFacts | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        mountinfo = Path(f"/proc/{pid}/mountinfo").read_text()
+    except OSError:
+        return None
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    root_opts = next(
+        (line.split()[5] for line in mountinfo.splitlines() if line.split()[4] == "/"), ""
+    )
+    return ProcessFacts(
+        pid=pid,
+        uid=int(fields["Uid"].split()[1]),
+        gid=int(fields["Gid"].split()[1]),
+        cap_eff=int(fields["CapEff"].strip(), 16),
+        seccomp=int(fields["Seccomp"].strip()),
+        no_new_privs=fields["NoNewPrivs"].strip() == "1",
+        root_read_only="ro" in root_opts.split(","),
+    )
+
+
+@dataclass
+class ProcessSpy:
+    """Watches /proc for processes whose command line contains ``needle``."""
+
+    needle: str
+    interval: float = 0.05
+    found: dict[int, ProcessFacts] = field(default_factory=dict)
+
+    def __enter__(self) -> ProcessSpy:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        needle = self.needle.encode()
+        own = os.getpid()
+        while not self._stop.is_set():
+            for entry in os.scandir("/proc"):
+                if not entry.name.isdigit() or int(entry.name) in self.found:
+                    continue
+                pid = int(entry.name)
+                if pid == own:
+                    continue
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if needle in cmdline and b"pytest" not in cmdline:
+                    facts = process_facts(pid)
+                    if facts is not None:
+                        self.found[pid] = facts
+            time.sleep(self.interval)
+
+    def seen(self) -> list[ProcessFacts]:
+        return list(self.found.values())
+
+
+def nodeinit_command(cluster: Cluster, node: str, *words: str) -> None:
+    """Tell a real node's service manager something (e.g. ``fail-next containerd 1``)."""
+    pid = cluster.real_node_pid(node)
+    script = (
+        "import socket,sys;s=socket.socket(socket.AF_UNIX);"
+        "s.connect('/run/kata-node/control.sock');"
+        "s.sendall((' '.join(sys.argv[1:])+'\\n').encode());print(s.makefile().readline())"
+    )
+    subprocess.run(
+        [
+            "nsenter",
+            "--target",
+            str(pid),
+            "--mount",
+            "--",
+            "/usr/bin/python3",
+            "-c",
+            script,
+            *words,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+
+
+# ------------------------------------------------------------------ pod security
+
+
+def render_pods(rc: RealCluster) -> dict[str, Obj]:
+    """Every pod the chart can start, from the published chart, as bare Pod objects.
+
+    Keys: ``dispatcher:<hook>`` for the hook Jobs' pods, ``installer:<kind>`` for the
+    DaemonSet's pod and each per-node Job template's pod (job mode's ConfigMap).
+    """
+    pods: dict[str, Obj] = {}
+    for mode in ("daemonset", "job"):
+        out = helm(
+            rc.cluster, "template", "psa", rc.chart_ref, "--version", rc.chart_version,
+            "--plain-http", "--set", f"deploymentMode={mode}", *rc.image_args(),
+        ).stdout  # fmt: skip
+        for doc in yaml.safe_load_all(out):
+            if not doc:
+                continue
+            kind, name = doc["kind"], doc["metadata"]["name"]
+            if kind == "Job":
+                pods[f"dispatcher:{name}"] = _pod(doc["spec"]["template"])
+            elif kind == "DaemonSet":
+                pods[f"installer:{name}"] = _pod(doc["spec"]["template"])
+            elif kind == "ConfigMap":
+                for key, text in (doc.get("data") or {}).items():
+                    job = yaml.safe_load(text) if key.endswith("-job.yaml") else None
+                    if job and job.get("kind") == "Job":
+                        pods[f"installer:{key}"] = _pod(job["spec"]["template"])
+    return pods
+
+
+def _pod(template: Obj) -> Obj:
+    spec = dict(template["spec"])
+    spec["nodeName"] = "real-00"
+    # Pod Security looks at the pod alone; the release's ServiceAccounts live elsewhere.
+    spec.pop("serviceAccountName", None)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "psa-", "labels": template.get("metadata", {}).get("labels")},
+        "spec": spec,
+    }
+
+
+def namespace(cluster: Cluster, name: str, *, level: str) -> None:
+    cluster.core().create_namespace(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "pod-security.kubernetes.io/enforce": level,
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                },
+            },
+        }
+    )
+
+    def has_default_sa() -> bool:
+        names = kubeapi.get_json(cluster.core().list_namespaced_service_account, name)["items"]
+        return any(sa["metadata"]["name"] == "default" for sa in names)
+
+    wait_for(f"the default ServiceAccount of {name}", has_default_sa, timeout=60)
+
+
+def dry_run_pod(cluster: Cluster, namespace: str, pod: Obj) -> tuple[bool, str]:
+    """Create ``pod`` with a server-side dry run: real admission, nothing stored."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        cluster.core().create_namespaced_pod(namespace, pod, dry_run="All")
+    except ApiException as exc:
+        return False, str(exc.body)
+    return True, ""

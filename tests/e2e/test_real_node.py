@@ -1,0 +1,187 @@
+"""The chart's whole life on a real node: real images, a real kubelet, containerd and runc.
+
+The module's cluster has one real worker node (tests/cluster/realnode.py) and no
+simulated ones, so the scheduler puts every pod there: the dispatcher hook, the installer
+DaemonSet's pod and the per-node Jobs all run as real containers pulled by the node's
+containerd from the cluster's registry, where `make images`' builds of
+images/*/Dockerfile were pushed. The chart itself is installed from that registry
+(`helm push` to oci://, `helm show values` and `helm install` from the reference).
+
+Cases (each runs alone: `pytest tests/e2e/test_real_node.py -k NAME`):
+- test_daemonset_mode_lifecycle: install; the installer pod is privileged with hostPID
+  on the real node; it restarts the node's containerd, whose handlers then show in
+  `status.runtimeHandlers`, and labels the node; a `kata-qemu` pod reaches the Kata shim
+  we installed; `helm upgrade` disabling a shim removes that handler; `helm uninstall`
+  removes every handler and the label and leaves the node's /etc and /opt byte-identical;
+- test_job_mode_lifecycle: the dispatcher hook runs as a real pod whose securityContext
+  the kernel enforces (uid 65532, no capabilities, seccomp, read-only root), the per-node
+  Job's init containers run in order on the real node; same handler, label, kata pod and
+  byte-identical checks through uninstall;
+- test_chart_from_oci_registry: `helm show values` from the OCI reference is the chart's
+  values.yaml.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import helpers, realnode_helpers
+from tests.e2e.helpers import CHART, TIMES, helm, wait_for
+
+NODE = "real-00"
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[realnode_helpers.RealCluster]:
+    with realnode_helpers.real_cluster(tmp_path_factory) as rc:
+        yield rc
+
+
+def _install_args(rc: realnode_helpers.RealCluster, release: str, ns: str) -> list[str]:
+    return [
+        "install", release, rc.chart_ref, "--version", rc.chart_version, "--plain-http",
+        "-n", ns, "--create-namespace", *rc.image_args(),
+    ]  # fmt: skip
+
+
+def _assert_installed(rc: realnode_helpers.RealCluster, release: str, ns: str) -> list[str]:
+    """Handlers served, label set, containerd restarted; return the release's handlers."""
+    cluster = rc.cluster
+    wait_for(
+        f"{NODE} to be labelled",
+        lambda: NODE in helpers.labelled(cluster),
+        timeout=240,
+    )
+    handlers = realnode_helpers.release_handlers(cluster, release, ns, NODE)
+    assert "kata-qemu" in handlers, handlers
+    # The label does not yet wait for the kubelet to report the restarted runtime's
+    # handlers (the node-truth issue): allow its status period to pass.
+    wait_for(
+        f"{NODE}'s status.runtimeHandlers to list {handlers}",
+        lambda: set(handlers) <= set(realnode_helpers.runtime_handlers(cluster, NODE)),
+        timeout=60,
+    )
+    return handlers
+
+
+def _assert_kata_pod_reaches_shim(rc: realnode_helpers.RealCluster, ns: str) -> None:
+    """A kata-qemu pod is admitted and containerd execs the shim we installed."""
+    message = realnode_helpers.kata_pod_failure(rc, ns, runtime_class="kata-qemu")
+    shim = "/opt/kata/bin/containerd-shim-kata-v2"
+    assert shim in message, f"containerd did not try {shim}: {message}"
+
+
+def _assert_removed(
+    rc: realnode_helpers.RealCluster, handlers: list[str], before: dict[str, str]
+) -> None:
+    cluster = rc.cluster
+    wait_for(
+        "the kata handlers to leave status.runtimeHandlers",
+        lambda: not set(handlers) & set(realnode_helpers.runtime_handlers(cluster, NODE)),
+        timeout=120,
+    )
+    assert NODE not in helpers.labelled(cluster)
+    after = realnode_helpers.node_tree(cluster, NODE)
+    changed = sorted(set(after.items()) ^ set(before.items()))
+    assert after == before, f"{NODE}'s /etc or /opt differs after uninstall: {changed[:10]}"
+
+
+def test_chart_from_oci_registry(real: realnode_helpers.RealCluster) -> None:
+    shown = helm(
+        real.cluster, "show", "values", real.chart_ref, "--version", real.chart_version,
+        "--plain-http",
+    ).stdout  # fmt: skip
+    # helm prints the file and then a newline of its own
+    assert shown.rstrip("\n") == (CHART / "values.yaml").read_text().rstrip("\n")
+
+
+def test_daemonset_mode_lifecycle(real: realnode_helpers.RealCluster) -> None:
+    cluster = real.cluster
+    release, ns = "kata-real-ds", "kata-real-ds"
+    before = realnode_helpers.node_tree(cluster, NODE)
+    restarts = realnode_helpers.containerd_restarts(cluster, NODE)
+    t0 = time.monotonic()
+    helm(cluster, *_install_args(real, release, ns), "--set", "deploymentMode=daemonset",
+         "--wait", "--timeout", "5m")  # fmt: skip
+    handlers = _assert_installed(real, release, ns)
+    TIMES["real node: daemonset install to handlers served"] = time.monotonic() - t0
+    pod = realnode_helpers.installer_pod(cluster, ns)
+    assert pod["spec"]["hostPID"] is True
+    assert pod["spec"]["nodeName"] == NODE
+    assert realnode_helpers.containerd_restarts(cluster, NODE) > restarts, (
+        "the installer did not restart the node's containerd"
+    )
+    _assert_kata_pod_reaches_shim(real, ns)
+
+    t1 = time.monotonic()
+    helm(cluster, "upgrade", release, real.chart_ref, "--version", real.chart_version,
+         "--plain-http", "-n", ns, *real.image_args(), "--reuse-values",
+         "--set", "shims.qemu-runtime-rs.enabled=false", "--wait", "--timeout", "5m")  # fmt: skip
+    wait_for(
+        "kata-qemu-runtime-rs to leave status.runtimeHandlers",
+        lambda: "kata-qemu-runtime-rs" not in realnode_helpers.runtime_handlers(cluster, NODE),
+        timeout=180,
+    )
+    assert "kata-qemu" in realnode_helpers.runtime_handlers(cluster, NODE)
+    TIMES["real node: daemonset upgrade, shim removed"] = time.monotonic() - t1
+
+    t2 = time.monotonic()
+    helm(cluster, "uninstall", release, "-n", ns, "--wait", "--timeout", "5m")
+    _assert_removed(real, handlers, before)
+    TIMES["real node: daemonset uninstall"] = time.monotonic() - t2
+
+
+def test_job_mode_lifecycle(real: realnode_helpers.RealCluster, tmp_path: Path) -> None:
+    cluster = real.cluster
+    release, ns = "kata-real-job", "kata-real-job"
+    before = realnode_helpers.node_tree(cluster, NODE)
+    restarts = realnode_helpers.containerd_restarts(cluster, NODE)
+    t0 = time.monotonic()
+    with realnode_helpers.ProcessSpy("kata-dispatcher") as spy:
+        helm(cluster, *_install_args(real, release, ns), "--set", "deploymentMode=job",
+             "--wait", "--timeout", "5m")  # fmt: skip
+    handlers = _assert_installed(real, release, ns)
+    TIMES["real node: job mode install to handlers served"] = time.monotonic() - t0
+    assert realnode_helpers.containerd_restarts(cluster, NODE) > restarts
+    seen = spy.seen()
+    assert seen, "never saw the dispatcher's process on the node"
+    for proc in seen:
+        assert proc.uid == 65532 and proc.gid == 65532, proc
+        assert proc.cap_eff == 0, proc
+        assert proc.seccomp == 2 and proc.no_new_privs, proc
+        assert proc.root_read_only, proc
+    order = realnode_helpers.init_container_order(cluster, ns)
+    assert order == ["host-check", "artifacts", "cri", "label"], order
+    _assert_kata_pod_reaches_shim(real, ns)
+
+    t1 = time.monotonic()
+    helm(cluster, "uninstall", release, "-n", ns, "--wait", "--timeout", "5m")
+    _assert_removed(real, handlers, before)
+    TIMES["real node: job mode uninstall"] = time.monotonic() - t1
+
+
+def test_pod_security_admission(real: realnode_helpers.RealCluster) -> None:
+    """The dispatcher pod passes `restricted`; the installer pods need `privileged`."""
+    cluster = real.cluster
+    rendered = realnode_helpers.render_pods(real)
+    restricted, privileged = "kata-psa-restricted", "kata-psa-privileged"
+    realnode_helpers.namespace(cluster, restricted, level="restricted")
+    realnode_helpers.namespace(cluster, privileged, level="privileged")
+    try:
+        for name, pod in rendered.items():
+            admitted, message = realnode_helpers.dry_run_pod(cluster, restricted, pod)
+            if name.startswith("dispatcher"):
+                assert admitted, f"{name} refused under restricted: {message}"
+            else:
+                assert not admitted, f"{name} admitted under restricted"
+                assert "violates PodSecurity" in message, message
+                ok, why = realnode_helpers.dry_run_pod(cluster, privileged, pod)
+                assert ok, f"{name} refused under privileged: {why}"
+        assert {n.split(":")[0] for n in rendered} == {"dispatcher", "installer"}
+    finally:
+        for ns in (restricted, privileged):
+            cluster.core().delete_namespace(ns)
