@@ -295,12 +295,17 @@ def _check_clean(cluster: Cluster) -> None:
     )
     core = cluster.core()
     for name in cluster.real_node_names():
-        handlers = [
-            h.get("name", "")
-            for h in kubeapi.get_json(core.read_node, name)["status"].get("runtimeHandlers") or []
-        ]
-        left = [h for h in handlers if h.startswith("kata")]
-        if left:
-            raise DemoError(f"real node {name}'s containerd still serves {', '.join(left)}")
+        # The kubelet reports the restarted containerd's handlers within its status
+        # period (5 s here); give it a few.
+        deadline = time.monotonic() + 60
+        while True:
+            node = kubeapi.get_json(core.read_node, name)
+            handlers = [h.get("name", "") for h in node["status"].get("runtimeHandlers") or []]
+            left = [h for h in handlers if h.startswith("kata")]
+            if not left:
+                break
+            if time.monotonic() > deadline:
+                raise DemoError(f"real node {name}'s containerd still serves {', '.join(left)}")
+            time.sleep(1)
     if cluster.real_node_names():
         _say(f"   {', '.join(cluster.real_node_names())}: containerd serves no kata handler")
