@@ -9,6 +9,9 @@ class FakeKube:
     def __init__(self, nodes: list[str] | None = None) -> None:
         self.labels: dict[str, dict[str, str]] = {n: {} for n in (nodes or ["node-1"])}
         self.daemonsets: dict[tuple[str, str], kube.DaemonSetState] = {}
+        # What the kubelet reports: Ready, and status.runtimeHandlers (empty: unreported).
+        self.ready: dict[str, bool] = {}
+        self.handlers: dict[str, list[str]] = {}
         self.calls: list[tuple[str, ...]] = []
 
     def get_node_labels(self, name: str) -> dict[str, str]:
@@ -16,6 +19,18 @@ class FakeKube:
         if name not in self.labels:
             raise errors.NotFound(f"get node {name}: not found")
         return dict(self.labels[name])
+
+    def get_node(self, name: str) -> kube.NodeView:
+        self.calls.append(("get_node", name))
+        if name not in self.labels:
+            raise errors.NotFound(f"get node {name}: not found")
+        return kube.NodeView(
+            name=name,
+            uid=f"uid-{name}",
+            labels=dict(self.labels[name]),
+            ready=self.ready.get(name, True),
+            runtime_handlers=tuple(self.handlers.get(name, [])),
+        )
 
     def set_node_label(self, name: str, key: str, value: str | None) -> None:
         self.calls.append(("patch_node", name, key, str(value)))

@@ -27,6 +27,14 @@ def _cfg(tmp_path: pathlib.Path, text: str) -> pathlib.Path:
     ("text", "needle"),
     [
         ("shims: {qemu-fast: {}}", "shims.qemu-fast: unknown shim 'qemu-fast'"),
+        (
+            "installer: {waitRuntimeSeconds: 0}\nshims: {qemu: {}}",
+            "installer.waitRuntimeSeconds: must be at least 1, not 0",
+        ),
+        (
+            "installer: {waitRuntimeSeconds: soon}\nshims: {qemu: {}}",
+            "installer.waitRuntimeSeconds: must be int",
+        ),
         ("shims: {qemu: {arches: [amd64], dropin: x}}", "shims.qemu.dropin: unknown field"),
         ("shims: {qemu: {dropIn: '[hypervisor.qemu'}}", "shims.qemu.dropIn: not valid TOML"),
         ("suffix: Bad_Suffix\nshims: {qemu: {}}", "suffix: 'Bad_Suffix'"),
@@ -119,6 +127,51 @@ def test_hostpaths_refuse_escapes(tmp_path: pathlib.Path) -> None:
         host.path("/etc/evil/x")
     with pytest.raises(errors.HostError, match="escapes the host root"):
         host.path("/../etc/passwd")
+
+
+@pytest.mark.parametrize(
+    ("link", "why"),
+    [
+        ("/etc/passwd", "not an existing regular file under /etc/containerd"),
+        ("/etc/containerd/missing.toml", "not an existing regular file under /etc/containerd"),
+        ("/srv/elsewhere.toml", "not an existing regular file under /etc/containerd"),
+    ],
+)
+def test_symlinked_runtime_config_is_refused(
+    tmp_path: pathlib.Path, make_ctx: MakeCtx, link: str, why: str
+) -> None:
+    root = seed_host("containerd2-noimports", tmp_path / "host")
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (root / "srv").mkdir()
+    (root / "srv/elsewhere.toml").write_text("version = 2\n")
+    config = root / "etc/containerd/config.toml"
+    config.unlink()
+    config.symlink_to(link)
+    before = snapshot(root)
+    ctx = make_ctx(root, FIXTURES / "containerd2-noimports" / "installer.yaml")
+    with pytest.raises(
+        errors.HostError, match=f"config.toml is a symlink to {link}, which is {why}"
+    ):
+        stages.install(ctx)
+    # artifacts ran before cri refused: only /opt changed, no runtime file was written
+    outside_opt = [
+        d for d in diff(before, snapshot(root)) if not d.split(": ")[1].startswith("opt")
+    ]
+    assert outside_opt == []
+    assert (root / "etc/passwd").read_text().startswith("root:x:0:0")
+    assert not (root / "etc/containerd/missing.toml").exists()
+
+
+def test_symlink_to_a_file_in_the_runtime_tree_is_followed(
+    tmp_path: pathlib.Path, make_ctx: MakeCtx
+) -> None:
+    root = seed_host("containerd2-noimports", tmp_path / "host")
+    config = root / "etc/containerd/config.toml"
+    config.rename(root / "etc/containerd/real.toml")
+    config.symlink_to("real.toml")
+    stages.install(make_ctx(root, FIXTURES / "containerd2-noimports" / "installer.yaml"))
+    assert config.is_symlink()
+    assert "conf.d" in (root / "etc/containerd/real.toml").read_text()
 
 
 def test_label_needs_node_name(tmp_path: pathlib.Path, make_ctx: MakeCtx) -> None:

@@ -13,7 +13,7 @@ import signal
 import fakes
 import pytest
 from conftest import FIXTURES, NODE, MakeCtx, diff, seed_host, snapshot
-from kata_installer import cli, kube, markers, stages
+from kata_installer import cli, errors, kube, markers, stages
 
 LABEL = "katacontainers.io/kata-runtime"
 
@@ -97,3 +97,127 @@ def test_dry_run_changes_nothing(
     assert ctx.writer.changes > 0
     assert diff(before, snapshot(root)) == []
     assert LABEL not in kube.labels[NODE]
+
+
+# ---------------------------------------------------------------- label only when served
+# (the node-truth issue: today's main labelled straight after `cri`, whatever the node
+# reported, and revert-cri never waited for the handlers to go)
+
+
+class ServingLater(fakes.FakeKube):
+    """A kubelet that reports the restarted runtime's handlers after a few polls."""
+
+    def __init__(self, handlers: list[str], *, after: int, ready: bool = True) -> None:
+        super().__init__([NODE])
+        self.final = handlers
+        self.after = after
+        self.polls = 0
+        self.ready[NODE] = ready
+        self.handlers[NODE] = ["", "runc"]
+
+    def get_node(self, name: str) -> kube.NodeView:
+        self.polls += 1
+        if self.polls > self.after:
+            self.handlers[NODE] = ["", "runc", *self.final]
+        return super().get_node(name)
+
+
+def _label_ctx(make_ctx: MakeCtx, root: pathlib.Path, fake: fakes.FakeKube) -> stages.Context:
+    ctx = make_ctx(root, FIXTURES / "containerd2-noimports" / "installer.yaml")
+    ctx.kube_factory = lambda: fake
+    return ctx
+
+
+@pytest.fixture
+def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kata_installer.stages import label
+
+    monkeypatch.setattr(label, "POLL_SECONDS", 0.01)
+
+
+@pytest.mark.usefixtures("fast_polls")
+def test_label_waits_until_the_runtime_serves_every_handler(
+    tmp_path: pathlib.Path, make_ctx: MakeCtx
+) -> None:
+    from kata_installer.stages import label
+
+    root = seed_host("containerd2-noimports", tmp_path / "host")
+    probe = _label_ctx(make_ctx, root, fakes.FakeKube([NODE]))
+    wanted = label.expected_handlers(probe)
+    assert "kata-qemu" in wanted
+    fake = ServingLater(wanted, after=3)
+    _, stage = stages.by_name("label")
+    assert stages.run_apply(_label_ctx(make_ctx, root, fake), stage) == "applied"
+    assert fake.polls > 3  # it waited for the kubelet
+    assert fake.labels[NODE][LABEL] == "true"
+
+
+@pytest.mark.usefixtures("fast_polls")
+def test_label_times_out_naming_what_it_saw(
+    tmp_path: pathlib.Path, make_ctx: MakeCtx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kata_installer.stages import label
+
+    root = seed_host("containerd2-noimports", tmp_path / "host")
+    fake = ServingLater(["kata-qemu"], after=10**9)
+    ctx = _label_ctx(make_ctx, root, fake)
+    ticks = iter(range(0, 10**6, 100))
+    with pytest.raises(errors.HostError, match=r"waited 300s for Ready and the runtime serving .*"
+                       r"runtimeHandlers=\['', 'runc'\]"):  # fmt: skip
+        label.wait_for_node(
+            ctx, NODE, "Ready and the runtime serving kata-qemu",
+            lambda v: label.served(v, ["kata-qemu"]),
+            clock=lambda: float(next(ticks)), sleep=lambda s: None,
+        )  # fmt: skip
+    assert LABEL not in fake.labels[NODE]
+
+
+@pytest.mark.usefixtures("fast_polls")
+def test_label_relies_on_ready_where_no_handlers_are_reported(
+    tmp_path: pathlib.Path, make_ctx: MakeCtx, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = seed_host("containerd2-noimports", tmp_path / "host")
+    fake = fakes.FakeKube([NODE])  # containerd 1.x: status.runtimeHandlers is empty
+    _, stage = stages.by_name("label")
+    with caplog.at_level("INFO"):
+        assert stages.run_apply(_label_ctx(make_ctx, root, fake), stage) == "applied"
+    assert "reports no runtime handlers" in caplog.text
+
+
+@pytest.mark.usefixtures("fast_polls")
+def test_label_waits_for_ready(tmp_path: pathlib.Path, make_ctx: MakeCtx) -> None:
+    root = seed_host("containerd2-noimports", tmp_path / "host")
+
+    class ReadyLater(fakes.FakeKube):
+        polls = 0
+
+        def get_node(self, name: str) -> kube.NodeView:
+            self.polls += 1
+            self.ready[NODE] = self.polls > 2
+            return super().get_node(name)
+
+    fake = ReadyLater([NODE])
+    _, stage = stages.by_name("label")
+    stages.run_apply(_label_ctx(make_ctx, root, fake), stage)
+    assert fake.polls > 2 and fake.labels[NODE][LABEL] == "true"
+
+
+@pytest.mark.usefixtures("fast_polls")
+def test_revert_cri_waits_until_the_handlers_are_gone(
+    tmp_path: pathlib.Path, make_ctx: MakeCtx
+) -> None:
+    root = seed_host("containerd2-noimports", tmp_path / "host")
+    stages.install(make_ctx(root, FIXTURES / "containerd2-noimports" / "installer.yaml"))
+
+    class DroppingLater(fakes.FakeKube):
+        polls = 0
+
+        def get_node(self, name: str) -> kube.NodeView:
+            self.polls += 1
+            self.handlers[NODE] = ["", "runc"] + (["kata-qemu"] if self.polls <= 3 else [])
+            return super().get_node(name)
+
+    fake = DroppingLater([NODE])
+    _, stage = stages.by_name("revert-cri")
+    assert stages.run_revert(_label_ctx(make_ctx, root, fake), stage) == "reverted"
+    assert fake.polls > 3

@@ -23,7 +23,7 @@ import tempfile
 import time
 from types import ModuleType
 
-from kata_installer import cli, fsutil, stages
+from kata_installer import cli, fsutil, kube, stages
 from kata_installer.settings import Settings
 
 from tests import bench
@@ -41,6 +41,10 @@ class _NoKube:
 
     def get_node_labels(self, name: str) -> dict[str, str]:
         return dict(self.labels)
+
+    def get_node(self, name: str) -> kube.NodeView:
+        # Ready, no runtime handlers reported: label waits for nothing (containerd 1.x).
+        return kube.NodeView(name, "bench-uid", dict(self.labels), True, ())
 
     def set_node_label(self, name: str, key: str, value: str | None) -> None:
         if value is None:
@@ -109,9 +113,9 @@ def main() -> None:
                 dry_run=False,
                 arch="amd64",
             )
-            kube = _NoKube()
+            no_kube = _NoKube()
 
-            def factory(s: Settings = settings, k: _NoKube = kube) -> stages.Context:
+            def factory(s: Settings = settings, k: _NoKube = no_kube) -> stages.Context:
                 return cli.build_context(s, kube_factory=lambda: k, writer=fsutil.HostWriter())
 
             runs["install"].append(_run(factory, "install"))

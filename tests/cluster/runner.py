@@ -335,6 +335,10 @@ class PodRun:
             "HOSTNAME": self.name,
             # The installer image's own ENV: where its payload is (rewritten below).
             "KATA_INSTALLER_PAYLOAD": PAYLOAD_MOUNT,
+            # A runner-backed node has no running container runtime, and nsenter into
+            # PID 1 would reach this machine's init: the installer is told no restart is
+            # wanted (real nodes restart theirs; tests/e2e/test_real_node.py).
+            "KATA_INSTALLER_RESTART": "none",
         }
         for src in c.get("envFrom") or []:
             prefix = src.get("prefix", "")

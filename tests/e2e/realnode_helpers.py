@@ -148,6 +148,24 @@ def installer_pod(cluster: Cluster, namespace: str) -> Obj:
     return dict(pods[0])
 
 
+def pod_logs(cluster: Cluster, namespace: str, *, container: str) -> str:
+    """``kubectl logs`` of ``container`` in every installer pod of ``namespace``."""
+    out = []
+    pods = kubeapi.get_json(
+        cluster.core().list_namespaced_pod,
+        namespace,
+        label_selector="app.kubernetes.io/component=installer",
+    )["items"]
+    for pod in pods:
+        done = subprocess.run(
+            ["kubectl", "--kubeconfig", str(cluster.kubeconfig), "logs", "-n", namespace,
+             pod["metadata"]["name"], "-c", container],
+            capture_output=True, text=True, check=False, env=cluster.env(), timeout=60,
+        )  # fmt: skip
+        out.append(done.stdout + done.stderr)
+    return "\n".join(out)
+
+
 def init_container_order(cluster: Cluster, namespace: str) -> list[str]:
     """The per-node install pod's containers, ordered by when each started."""
     pods = kubeapi.get_json(

@@ -92,7 +92,7 @@ def _add_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
         choices=restart.MODES,
         default=d("RESTART", "auto"),
         help="how to restart the runtime after a change: auto (systemd if the "
-        "host runs it), systemd, none",
+        "host runs it, else an error), systemd, none (you restart it yourself)",
     )
     p.add_argument(
         "--lock-timeout",

@@ -48,6 +48,9 @@ class CustomRuntime:
     crio_pull_type: str = ""
 
 
+DEFAULT_WAIT_RUNTIME_SECONDS = 300
+
+
 @dataclasses.dataclass(frozen=True)
 class InstallerConfig:
     suffix: str = ""
@@ -59,6 +62,9 @@ class InstallerConfig:
     default_shim: dict[str, str] = dataclasses.field(default_factory=dict)
     shims: dict[str, ShimConfig] = dataclasses.field(default_factory=dict)
     custom_runtimes: dict[str, CustomRuntime] = dataclasses.field(default_factory=dict)
+    # installer.waitRuntimeSeconds: how long `label` waits for the node to be Ready and
+    # its runtime to serve every handler (and revert-cri for them to go)
+    wait_runtime_seconds: int = DEFAULT_WAIT_RUNTIME_SECONDS
 
     @property
     def install_name(self) -> str:
@@ -254,6 +260,11 @@ def parse(data: Any, *, source: str) -> InstallerConfig:
         if name:
             default_shim[str(arch)] = name
     defaults.finish()
+    installer = top.sub("installer")
+    wait = installer.get("waitRuntimeSeconds", int, DEFAULT_WAIT_RUNTIME_SECONDS)
+    if wait < 1:
+        raise top.error("installer.waitRuntimeSeconds", f"must be at least 1, not {wait}")
+    installer.finish()
     top.finish()
     if not shim_cfgs and not customs:
         raise top.error("shims", "no shim and no custom runtime enabled: nothing to install")
@@ -267,6 +278,7 @@ def parse(data: Any, *, source: str) -> InstallerConfig:
         default_shim=default_shim,
         shims=shim_cfgs,
         custom_runtimes=customs,
+        wait_runtime_seconds=wait,
     )
 
 

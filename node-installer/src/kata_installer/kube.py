@@ -9,6 +9,7 @@ Credentials: --kubeconfig, else $KUBECONFIG (through Settings), else in-cluster.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -33,8 +34,23 @@ class DaemonSetState:
     deleting: bool
 
 
+@dataclasses.dataclass(frozen=True)
+class NodeView:
+    """What the installer needs to know of its Node: identity, labels, runtime state."""
+
+    name: str
+    uid: str
+    labels: dict[str, str]
+    ready: bool
+    # status.runtimeHandlers' names; empty where the kubelet does not report them
+    # (containerd 1.x, older CRI-O)
+    runtime_handlers: tuple[str, ...]
+
+
 class Kube(Protocol):
     def get_node_labels(self, name: str) -> dict[str, str]: ...
+
+    def get_node(self, name: str) -> NodeView: ...
 
     def set_node_label(self, name: str, key: str, value: str | None) -> None:
         """Set the label (value) or remove it (None)."""
@@ -103,6 +119,29 @@ class ApiKube:
             lambda: self._core.read_node(name, _request_timeout=_REQUEST_TIMEOUT),
         )
         return dict(node.metadata.labels or {})
+
+    def get_node(self, name: str) -> NodeView:
+        resp: Any = self._call(
+            f"get node {name}",
+            lambda: self._core.read_node(
+                name, _request_timeout=_REQUEST_TIMEOUT, _preload_content=False
+            ),
+        )
+        doc = json.loads(resp.data)
+        status = doc.get("status") or {}
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        return NodeView(
+            name=name,
+            uid=str(doc["metadata"].get("uid", "")),
+            labels=dict(doc["metadata"].get("labels") or {}),
+            ready=ready,
+            runtime_handlers=tuple(
+                str(h.get("name", "")) for h in status.get("runtimeHandlers") or []
+            ),
+        )
 
     def set_node_label(self, name: str, key: str, value: str | None) -> None:
         body = {"metadata": {"labels": {key: value}}}

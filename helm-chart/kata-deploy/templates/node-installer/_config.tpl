@@ -11,6 +11,7 @@ Usage: {{ include "kata-deploy.installer.config" . }}
   "debug" .Values.env.debug
   "distribution" .Values.k8sDistribution
   "nodeLabel" "katacontainers.io/kata-runtime"
+  "installer" (dict "waitRuntimeSeconds" (int .Values.installer.waitRuntimeSeconds))
   "containerd" (dict "configPath" .Values.containerd.configPath)
   "crio" (dict "dropInDir" .Values.crio.dropInDir) -}}
 {{- $defaults := dict -}}

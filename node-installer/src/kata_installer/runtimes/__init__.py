@@ -18,6 +18,7 @@ tells, we assume 1.x: a direct edit works on every version, a drop-in does not.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 import re
 import subprocess
 import tomllib
@@ -89,8 +90,31 @@ _UNIT_DIRS = (
 _VERSION_RE = re.compile(r"(?:^|[^0-9.])v?(\d+)\.(\d+)(?:\.\d+)?")
 
 
+def refuse_odd_link(host: hostpaths.HostRoot, path: str, tree: str) -> None:
+    """A runtime config that is a symlink is followed only to an existing regular file
+    under ``tree`` (the runtime's configuration directory); anything else is refused
+    before it is read or written (a dangling link, or one to /etc/passwd, would
+    otherwise get a TOML file written there)."""
+    lexical = host.root / path.lstrip("/")
+    if not lexical.is_symlink():
+        return
+    link = str(lexical.readlink())
+    try:
+        target = host.path(path)
+        inside = target.is_relative_to(host.path(tree))
+    except errors.InstallerError as exc:
+        raise errors.HostError(f"{path} is a symlink to {link}: {exc}") from exc
+    if not (inside and target.is_file()):
+        raise errors.HostError(
+            f"{path} is a symlink to {link}, which is not an existing regular file "
+            f"under {tree}; refusing to read or write through it (replace the link with "
+            "the file, or point it at one under that directory)"
+        )
+
+
 def read_toml(host: hostpaths.HostRoot, path: str) -> tuple[bytes | None, dict[str, Any]]:
     """Bytes and parsed TOML of a host file; HostError naming the file if malformed."""
+    refuse_odd_link(host, path, posixpath.dirname(path) or "/")
     raw = host.read_bytes(path)
     if raw is None:
         return None, {}

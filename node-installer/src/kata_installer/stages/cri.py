@@ -6,6 +6,12 @@ the runtime is restarted only if one was. Before touching a file, its entry is r
 in the state file (write-ahead): the original bytes of a file that is not ours and the
 hash of what we write, so revert-cri can put back the exact original bytes. If someone
 changed the file after us, revert removes only our part (format-preserving) instead.
+
+A restart is owed until it is done: before the first file changes, the state file
+records `restart_owed: <unit>`; it is cleared only after the restart succeeded. A run
+that finds the debt (a failed or interrupted restart, a pod killed between the write and
+the restart) pays it even when no file changes; the check fails while it is owed, so
+`label` never follows an unpaid restart. revert-cri does the same.
 """
 
 from __future__ import annotations
@@ -25,6 +31,37 @@ log = logging.getLogger(__name__)
 
 def _sha(data: bytes | None) -> str:
     return "absent" if data is None else hashlib.sha256(data).hexdigest()
+
+
+def owed(doc: dict[str, Any] | None) -> str:
+    """The unit whose restart an earlier write still owes, or ""."""
+    return str((doc or {}).get("cri", {}).get("restart_owed") or "")
+
+
+def _owe(ctx: Context, doc: dict[str, Any], unit: str) -> None:
+    if unit and owed(doc) != unit:
+        doc["cri"]["restart_owed"] = unit
+        state.save(ctx.host, ctx.writer, ctx.cfg, doc)
+
+
+def _pay(ctx: Context, doc: dict[str, Any]) -> None:
+    """Restart the unit owed (HostError leaves the debt in place), then clear the debt."""
+    unit = owed(doc)
+    if not unit:
+        return
+    ctx.restarter.restart(unit)
+    doc["cri"].pop("restart_owed", None)
+    state.save(ctx.host, ctx.writer, ctx.cfg, doc)
+
+
+def _config_tree(rt: runtimes.Runtime) -> str:
+    """The directory holding this runtime's configuration (/etc/containerd, /etc/crio...)."""
+    main = rt.config_path or rt.template_path or rt.drop_in_dir
+    return posixpath.dirname(main.rstrip("/")) or "/"
+
+
+def _refuse_odd_link(ctx: Context, host_path: str) -> None:
+    runtimes.refuse_odd_link(ctx.host, host_path, _config_tree(ctx.runtime()))
 
 
 def targets(ctx: Context) -> list[runtimes.Target]:
@@ -52,7 +89,12 @@ class Cri:
     read_only = False
 
     def check(self, ctx: Context) -> bool:
+        unit = owed(state.load(ctx.host, ctx.cfg))
+        if unit:
+            log.info("a restart of %s is still owed by an earlier run", unit)
+            return False
         for t in targets(ctx):
+            _refuse_odd_link(ctx, t.path)
             current = ctx.host.read_bytes(t.path)
             if t.render(current) != current:
                 return False
@@ -65,13 +107,15 @@ class Cri:
                 f"{ctx.cfg.prefix} is not installed on this node; run the artifacts stage first"
             )
         entries: list[dict[str, Any]] = doc["cri"].setdefault("entries", [])
-        doc["cri"]["unit"] = ctx.runtime().unit
-        changed = False
+        unit = ctx.runtime().unit
+        doc["cri"]["unit"] = unit
         for t in targets(ctx):
+            _refuse_odd_link(ctx, t.path)
             current = ctx.host.read_bytes(t.path)
             desired = t.render(current)
             if desired == current:
                 continue
+            _owe(ctx, doc, unit)
             entry = next((e for e in entries if e["path"] == t.path), None)
             if entry is None:
                 if t.owned and current is not None:
@@ -96,16 +140,16 @@ class Cri:
             else:
                 ctx.writer.write_file(real, desired)
             log.info("wrote %s (%s)", t.path, t.what)
-            changed = True
-        if changed:
-            ctx.restarter.restart(ctx.runtime().unit)
+        _pay(ctx, doc)
 
     def revert(self, ctx: Context) -> bool:
         doc = state.load(ctx.host, ctx.cfg)
-        if doc is None or not doc["cri"].get("entries"):
+        if doc is None or not (doc["cri"].get("entries") or owed(doc)):
             return False
-        entries: list[dict[str, Any]] = doc["cri"]["entries"]
+        entries: list[dict[str, Any]] = doc["cri"].get("entries", [])
         unit = str(doc["cri"].get("unit", ""))
+        if entries:
+            _owe(ctx, doc, unit)
         w = ctx.writer
         changed = False
         unrender = {t.path: t.unrender for t in self._targets_or_empty(ctx)}
@@ -138,11 +182,31 @@ class Cri:
                         changed |= w.write_file(real, cleaned)
             for d in reversed(entry.get("created_dirs", [])):
                 w.remove_dir_if_empty(ctx.host.path(d))
-        doc["cri"] = {"entries": []}
+        debt = owed(doc)
+        doc["cri"] = {"entries": [], **({"restart_owed": debt} if debt else {})}
         state.save(ctx.host, ctx.writer, ctx.cfg, doc)
-        if changed and unit:
-            ctx.restarter.restart(unit)
+        if changed:
+            log.info("restored the runtime configuration")
+        _pay(ctx, doc)
+        self._wait_handlers_gone(ctx)
         return True
+
+    def _wait_handlers_gone(self, ctx: Context) -> None:
+        """Before remove-artifacts deletes what they point at: the handlers are gone."""
+        from kata_installer.stages import label  # noqa: PLC0415 - sibling stage
+
+        if ctx.settings.dry_run or not ctx.settings.node_name:
+            return
+        handlers = label.expected_handlers(ctx)
+        try:
+            label.wait_for_node(
+                ctx,
+                ctx.settings.node_name,
+                f"the runtime to stop serving {', '.join(handlers)}",
+                lambda v: not set(handlers) & set(v.runtime_handlers),
+            )
+        except errors.KubeUnavailable as exc:
+            log.warning("cannot confirm the runtime dropped the handlers (%s)", exc)
 
     def _targets_or_empty(self, ctx: Context) -> list[runtimes.Target]:
         try:

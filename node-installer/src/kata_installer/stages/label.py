@@ -1,19 +1,65 @@
 """Stage `label`: katacontainers.io/kata-runtime=true on this node, and `unlabel`.
 
-The label is shared by every install on the node (RuntimeClasses schedule on it), so
-unlabel keeps it while another install (another suffix) is still present on the host.
-Both need the node name and API access; without them they fail, never silently pass.
+The label says "Kata is served here", so it is applied only once that is true: the node
+is Ready and, where the kubelet reports `status.runtimeHandlers` (containerd 2.x, recent
+CRI-O), the running runtime lists every handler of this install. Where the field is
+empty (containerd 1.x) the log says so and Ready is enough. The wait is bounded by
+`installer.waitRuntimeSeconds`; a timeout fails the stage with what was seen. The label
+is shared by every install on the node (RuntimeClasses schedule on it), so unlabel keeps
+it while another install (another suffix) is still present on the host. Both need the
+node name and API access; without them they fail, never silently pass.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
-from kata_installer import errors, state
+from kata_installer import errors, kube, layout, state
 from kata_installer.stages import Context
 
 log = logging.getLogger(__name__)
 VALUE = "true"
+POLL_SECONDS = 2.0
+
+
+def expected_handlers(ctx: Context) -> list[str]:
+    """The runtime handlers this install registers on this node."""
+    return sorted(h.name for h in layout.handlers(ctx.cfg, ctx.arch))
+
+
+def _missing(view: kube.NodeView, handlers: list[str]) -> list[str]:
+    return sorted(set(handlers) - set(view.runtime_handlers)) if view.runtime_handlers else []
+
+
+def served(view: kube.NodeView, handlers: list[str]) -> bool:
+    """Ready and, where reported, every handler listed by the running runtime."""
+    return view.ready and not _missing(view, handlers)
+
+
+def wait_for_node(
+    ctx: Context,
+    node: str,
+    what: str,
+    done: Callable[[kube.NodeView], bool],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> kube.NodeView:
+    """Poll the Node until ``done``; HostError naming what was seen after the budget."""
+    budget = ctx.cfg.wait_runtime_seconds
+    deadline = clock() + budget
+    view = ctx.kube().get_node(node)
+    while not done(view):
+        if clock() > deadline:
+            raise errors.HostError(
+                f"node {node}: waited {budget}s for {what}; last seen: Ready={view.ready}, "
+                f"status.runtimeHandlers={list(view.runtime_handlers)}"
+            )
+        sleep(POLL_SECONDS)
+        view = ctx.kube().get_node(node)
+    return view
 
 
 def _node(ctx: Context) -> str:
@@ -32,14 +78,29 @@ class Label:
 
     def check(self, ctx: Context) -> bool:
         node = _node(ctx)
-        labels = ctx.kube().get_node_labels(node)
-        return labels.get(ctx.cfg.node_label) == VALUE
+        view = ctx.kube().get_node(node)
+        return view.labels.get(ctx.cfg.node_label) == VALUE and served(view, expected_handlers(ctx))
 
     def apply(self, ctx: Context) -> None:
         node = _node(ctx)
         if ctx.settings.dry_run:
             log.info("dry-run: would label node %s %s=%s", node, ctx.cfg.node_label, VALUE)
             return
+        handlers = expected_handlers(ctx)
+        view = wait_for_node(
+            ctx,
+            node,
+            f"Ready and the runtime serving {', '.join(handlers)}",
+            lambda v: served(v, handlers),
+        )
+        if view.runtime_handlers:
+            log.info("node %s is Ready and its runtime serves %s", node, ", ".join(handlers))
+        else:
+            log.info(
+                "node %s is Ready; its kubelet reports no runtime handlers (containerd 1.x?), "
+                "so Ready is all that can be checked",
+                node,
+            )
         ctx.kube().set_node_label(node, ctx.cfg.node_label, VALUE)
         log.info("labelled node %s %s=%s", node, ctx.cfg.node_label, VALUE)
 
