@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from kata_installer import errors, kube
 
 
@@ -11,6 +14,9 @@ class FakeKube:
         self.daemonsets: dict[tuple[str, str], kube.DaemonSetState] = {}
         # What the kubelet reports: Ready, and status.runtimeHandlers (empty: unreported).
         self.ready: dict[str, bool] = {}
+        self.annotations: dict[str, dict[str, str]] = {}
+        self.uids: dict[str, str] = {}
+        self.events: list[tuple[str, str, str, str, bool]] = []
         self.handlers: dict[str, list[str]] = {}
         self.calls: list[tuple[str, ...]] = []
 
@@ -26,11 +32,37 @@ class FakeKube:
             raise errors.NotFound(f"get node {name}: not found")
         return kube.NodeView(
             name=name,
-            uid=f"uid-{name}",
+            uid=self.uids.get(name, f"uid-{name}"),
             labels=dict(self.labels[name]),
             ready=self.ready.get(name, True),
             runtime_handlers=tuple(self.handlers.get(name, [])),
+            annotations=dict(self.annotations[name]) if name in self.annotations else None,
         )
+
+    def patch_node(self, node: kube.NodeView, ops: list[dict[str, Any]]) -> None:
+        """JSON patch on the fake: label/annotation add and remove, uid-guarded."""
+        self.calls.append(("patch_node", node.name, json.dumps(ops, sort_keys=True)))
+        if node.name not in self.labels or self.uids.get(node.name, f"uid-{node.name}") != node.uid:
+            raise errors.Conflict(f"node {node.name} is not the node this installer started on")
+        for op in ops:
+            path = op["path"].split("/")[1:]
+            field = {"labels": self.labels, "annotations": self.annotations}[path[1]]
+            target = field.setdefault(node.name, {})
+            if len(path) == 2:  # the whole map
+                target.update(op["value"])
+                continue
+            key = path[2].replace("~1", "/").replace("~0", "~")
+            if op["op"] == "remove":
+                if key not in target:
+                    raise errors.Unprocessable(f"remove {key}: not there")
+                del target[key]
+            else:
+                target[key] = op["value"]
+
+    def post_event(
+        self, namespace: str, node: kube.NodeView, *, reason: str, message: str, warning: bool
+    ) -> None:
+        self.events.append((namespace, node.name, reason, message, warning))
 
     def set_node_label(self, name: str, key: str, value: str | None) -> None:
         self.calls.append(("patch_node", name, key, str(value)))

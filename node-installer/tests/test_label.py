@@ -41,8 +41,16 @@ def test_unlabel_keeps_label_while_other_install_remains(
     stages.install(make_ctx(root, a))
     stages.install(make_ctx(root, b))
     _, label = stages.by_name("unlabel")
-    assert stages.run_revert(make_ctx(root, b), label) == "skipped"
+    results = set(kube.annotations[NODE])
+    assert results == {
+        "katacontainers.io/kata-deploy.kata-deploy-ci-a",
+        "katacontainers.io/kata-deploy.kata-deploy-ci-b",
+    }
+    # b's result goes; the label stays for a
+    assert stages.run_revert(make_ctx(root, b), label) == "reverted"
     assert kube.labels[NODE][LABEL] == "true"
+    assert set(kube.annotations[NODE]) == {"katacontainers.io/kata-deploy.kata-deploy-ci-a"}
+    assert stages.run_revert(make_ctx(root, b), label) == "skipped"
     stages.uninstall(make_ctx(root, b))
     assert kube.labels[NODE][LABEL] == "true"
     stages.uninstall(make_ctx(root, a))

@@ -125,3 +125,37 @@ def test_k3s_template_is_created_from_base(tmp_path: pathlib.Path, make_ctx: Mak
     tmpl = root / "var/lib/rancher/k3s/agent/etc/containerd/config-v3.toml.tmpl"
     assert tmpl.read_text().startswith('{{ template "base" . }}\n')
     assert ctx.restarter.requests == ["k3s-agent"]
+
+
+@pytest.mark.parametrize(
+    ("case", "config_file"),
+    [("containerd16-fresh", "etc/containerd/config.toml"),
+     ("containerd2-noimports", "etc/containerd/conf.d/50-kata.toml")],
+)  # fmt: skip
+def test_upgrade_that_drops_a_shim_and_the_default_removes_them(
+    case: str, config_file: str, tmp_path: pathlib.Path, make_ctx: MakeCtx
+) -> None:
+    """Owned entries are reconciled, never only appended (the node-truth issue)."""
+    root = seed_host(case, tmp_path / "host")
+    full = tmp_path / "full.yaml"
+    full.write_text(
+        "version: 1\nshims:\n  qemu: {arches: [amd64]}\n  clh: {arches: [amd64]}\n"
+        "defaultShim: {amd64: qemu}\n"
+    )
+    fewer = tmp_path / "fewer.yaml"
+    fewer.write_text("version: 1\nshims:\n  qemu: {arches: [amd64]}\n")
+    stages.install(make_ctx(root, full))
+    text = (root / config_file).read_text()
+    assert "kata-clh" in text and "runtimes.kata]" in text
+    assert (root / "opt/kata/share/defaults/kata-containers/runtimes/clh").is_dir()
+
+    stages.install(make_ctx(root, fewer))
+    text = (root / config_file).read_text()
+    assert "kata-qemu" in text
+    assert "kata-clh" not in text, "the dropped shim's handler is still registered"
+    assert "runtimes.kata]" not in text, "the dropped default handler is still registered"
+    assert not (root / "opt/kata/share/defaults/kata-containers/runtimes/clh").exists()
+
+    stages.uninstall(make_ctx(root, fewer))
+    original = seed_host(case, tmp_path / "original")
+    assert diff(snapshot(original), snapshot(root)) == []

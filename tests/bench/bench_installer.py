@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from types import ModuleType
+from typing import Any
 
 from kata_installer import cli, fsutil, kube, stages
 from kata_installer.settings import Settings
@@ -45,6 +46,16 @@ class _NoKube:
     def get_node(self, name: str) -> kube.NodeView:
         # Ready, no runtime handlers reported: label waits for nothing (containerd 1.x).
         return kube.NodeView(name, "bench-uid", dict(self.labels), True, ())
+
+    def patch_node(self, node: kube.NodeView, ops: list[dict[str, Any]]) -> None:
+        for op in ops:  # the label only; the result annotation is not timed here
+            if op["path"].startswith("/metadata/labels/"):
+                self.set_node_label(node.name, "label", op.get("value"))
+
+    def post_event(
+        self, namespace: str, node: kube.NodeView, *, reason: str, message: str, warning: bool
+    ) -> None:
+        return None
 
     def set_node_label(self, name: str, key: str, value: str | None) -> None:
         if value is None:

@@ -9,7 +9,9 @@ try-kata-*.values.yaml:
 - every kata-installer container's args parse with the installer's CLI and name a command;
 - every installer hostPath volume is mounted at /host + its path;
 - every kata-dispatcher container's args and env parse with the dispatcher's CLI, given
-  the job template ConfigMap it mounts; the template passes the dispatcher's checks.
+  the job template ConfigMap it mounts; the template passes the dispatcher's checks;
+- the result annotation NOTES.txt tells operators to read is the one the installer
+  writes (report.annotation_key), for short and for over-long release names.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import yaml
 from kata_dispatcher import cli as dispatcher_cli
 from kata_installer import cli as installer_cli
 from kata_installer import config as installer_config
+from kata_installer import report as installer_report
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm-chart" / "kata-deploy"
@@ -175,3 +178,16 @@ def test_helm_is_the_real_binary() -> None:
     out = subprocess.run(["helm", "version", "--short"], check=True, capture_output=True, text=True)
     assert out.stdout.startswith("v4."), out.stdout
     assert os.environ.get("HELM_PLUGINS"), "run through make: HELM_* must point into .tools"
+
+
+@pytest.mark.parametrize(
+    ("release", "suffix"), [("kata-deploy", ""), ("kata", "ci"), ("r" * 53, "s" * 20)]
+)
+def test_notes_name_the_annotation_the_installer_writes(release: str, suffix: str) -> None:
+    out = subprocess.run(
+        ["helm", "install", release, str(CHART), "--dry-run=client", "--namespace", "kd",
+         "--set", f"env.multiInstallSuffix={suffix}"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    key = installer_report.annotation_key(release, suffix)
+    assert f"RESULT:.metadata.annotations.{key.replace('.', chr(92) + '.')}'" in out, out

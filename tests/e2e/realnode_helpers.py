@@ -166,6 +166,36 @@ def pod_logs(cluster: Cluster, namespace: str, *, container: str) -> str:
     return "\n".join(out)
 
 
+def node_result(cluster: Cluster, node: str, release: str) -> dict[str, Any]:
+    """The release's result annotation on ``node`` (docs/contracts.md), or {}."""
+    import json
+
+    from kata_installer import report
+
+    annotations = kubeapi.get_json(cluster.core().read_node, node)["metadata"].get("annotations")
+    raw = (annotations or {}).get(report.annotation_key(release, ""))
+    return dict(json.loads(raw)) if raw else {}
+
+
+def node_event_reasons(cluster: Cluster, namespace: str, node: str) -> list[str]:
+    events = kubeapi.get_json(
+        cluster.core().list_namespaced_event,
+        namespace,
+        field_selector=f"involvedObject.kind=Node,involvedObject.name={node}",
+    )["items"]
+    return [str(e.get("reason", "")) for e in events]
+
+
+def shell(cluster: Cluster, command: str) -> str:
+    """Run a command line as an operator would (NOTES.txt's), against ``cluster``."""
+    done = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, check=False,
+        env=cluster.env(), timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, f"{command}: {done.stderr}"
+    return done.stdout
+
+
 def init_container_order(cluster: Cluster, namespace: str) -> list[str]:
     """The per-node install pod's containers, ordered by when each started."""
     pods = kubeapi.get_json(

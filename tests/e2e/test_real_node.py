@@ -137,6 +137,7 @@ def test_daemonset_mode_lifecycle(real: realnode_helpers.RealCluster) -> None:
     t2 = time.monotonic()
     helm(cluster, "uninstall", release, "-n", ns, "--wait", "--timeout", "5m")
     _assert_removed(real, handlers, before)
+    assert realnode_helpers.node_result(cluster, NODE, release) == {}
     TIMES["real node: daemonset uninstall"] = time.monotonic() - t2
 
 
@@ -166,6 +167,7 @@ def test_job_mode_lifecycle(real: realnode_helpers.RealCluster, tmp_path: Path) 
     t1 = time.monotonic()
     helm(cluster, "uninstall", release, "-n", ns, "--wait", "--timeout", "5m")
     _assert_removed(real, handlers, before)
+    assert realnode_helpers.node_result(cluster, NODE, release) == {}
     TIMES["real node: job mode uninstall"] = time.monotonic() - t1
 
 
@@ -208,12 +210,26 @@ def test_refused_restart_is_paid_by_the_next_upgrade(real: realnode_helpers.Real
     assert realnode_helpers.containerd_restarts(cluster, NODE) == restarts
     logs = realnode_helpers.pod_logs(cluster, ns, container="cri")
     assert "systemctl restart containerd failed" in logs, logs
+    # The reason outlives the Job: on the Node, and as an Event about it.
+    result = realnode_helpers.node_result(cluster, NODE, release)
+    assert result["outcome"] == "failed" and result["stage"] == "cri", result
+    assert "systemctl restart containerd failed" in result["reason"], result
+    reasons = realnode_helpers.node_event_reasons(cluster, "default", NODE)
+    assert "KataInstallFailed" in reasons, (reasons, logs)
 
     helm(cluster, "upgrade", release, real.chart_ref, "--version", real.chart_version,
          "--plain-http", "-n", ns, "--reuse-values", "--wait", "--timeout", "5m")  # fmt: skip
     handlers = _assert_installed(real, release, ns)
     assert realnode_helpers.containerd_restarts(cluster, NODE) == restarts + 1
+    assert realnode_helpers.node_result(cluster, NODE, release)["outcome"] == "installed"
+    assert "KataInstalled" in realnode_helpers.node_event_reasons(cluster, "default", NODE)
+    # The command NOTES.txt gives operators shows it.
+    notes = helm(cluster, "get", "notes", release, "-n", ns).stdout
+    command = next(line.strip() for line in notes.splitlines() if "custom-columns" in line)
+    shown = realnode_helpers.shell(cluster, command)
+    assert NODE in shown and '"outcome":"installed"' in shown, shown
     TIMES["real node: refused restart, then paid by helm upgrade"] = time.monotonic() - t0
 
     helm(cluster, "uninstall", release, "-n", ns, "--wait", "--timeout", "5m")
     _assert_removed(real, handlers, before)
+    assert realnode_helpers.node_result(cluster, NODE, release) == {}

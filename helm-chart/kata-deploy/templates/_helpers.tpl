@@ -360,16 +360,46 @@ Usage: {{- include "kata-deploy.installer.env" . | nindent 12 }}
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
+- name: KATA_INSTALLER_RELEASE
+  value: {{ .Release.Name | quote }}
+- name: KATA_INSTALLER_CONFIG_HASH
+  value: {{ include "kata-deploy.installer.configHash" . | quote }}
+{{- end -}}
+
+{{/*
+kata-deploy.installer.configHash: 16 hex digits naming what the installer puts on a
+node (installer.yaml and the installer image). It is recorded in each node's result
+annotation (docs/contracts.md), so a node installed with other values or another image
+can be told apart from one that is up to date.
+Usage: {{ include "kata-deploy.installer.configHash" . }}
+*/}}
+{{/*
+kata-deploy.installer.resultAnnotation: the key of the annotation each node's installer
+writes with its result (node-installer report.py, docs/contracts.md); the name part is
+kept within 63 characters like report.annotation_key().
+Usage: {{ include "kata-deploy.installer.resultAnnotation" . }}
+*/}}
+{{- define "kata-deploy.installer.resultAnnotation" -}}
+{{- $name := printf "kata-deploy.%s%s" .Release.Name (include "kata-deploy.suffix" .) -}}
+{{- if gt (len $name) 63 -}}
+{{- $name = printf "%s-%s" (regexReplaceAll "[.-]+$" (trunc 54 $name) "") (sha256sum $name | trunc 8) -}}
+{{- end -}}
+{{- printf "katacontainers.io/%s" $name -}}
+{{- end -}}
+
+{{- define "kata-deploy.installer.configHash" -}}
+{{- printf "%s\n%s" (include "kata-deploy.installer.config" .) (include "kata-deploy.image" (list . .Values.image)) | sha256sum | trunc 16 -}}
 {{- end -}}
 
 {{/*
 kata-deploy.installer.container: one installer container running one stage.
 Arguments: root context, container name, stage, security profile:
   "readonly"   reads the host only: no privilege, no capability, read-only mounts;
-  "api"        talks to the API server only (label/unlabel): like readonly, plus the
-               projected ServiceAccount token;
+  "api"        talks to the API server only (label/unlabel): like readonly;
   "privileged" changes host files and restarts the container runtime through the
                host's systemd (hostPID): privileged.
+Every installer container gets the projected ServiceAccount token: a stage that fails
+records its result on its own Node and as an Event (report.py), whichever stage it is.
 Usage: {{- include "kata-deploy.installer.container" (list . "cri" "cri" "privileged") | nindent 8 }}
 */}}
 {{- define "kata-deploy.installer.container" -}}
@@ -400,9 +430,7 @@ Usage: {{- include "kata-deploy.installer.container" (list . "cri" "cri" "privil
   {{- end }}
   volumeMounts:
     {{- include "kata-deploy.installer.volumeMounts" (list $root (eq $profile "privileged")) | trim | nindent 4 }}
-    {{- if eq $profile "api" }}
     - name: kube-api-access
       mountPath: /var/run/secrets/kubernetes.io/serviceaccount
       readOnly: true
-    {{- end }}
 {{- end -}}

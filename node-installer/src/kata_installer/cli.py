@@ -28,6 +28,7 @@ from kata_installer import (
     lock,
     logs,
     markers,
+    report,
     restart,
     shims,
     stages,
@@ -126,7 +127,20 @@ def _add_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
     p.add_argument(
         "--namespace",
         default=d("NAMESPACE", os.environ.get("POD_NAMESPACE", "")),
-        help="daemonset: its namespace (default $POD_NAMESPACE)",
+        help="the release namespace: the DaemonSet's, and where Events about this node "
+        "go (default $POD_NAMESPACE)",
+    )
+    p.add_argument(
+        "--release",
+        default=d("RELEASE", ""),
+        help="the Helm release: names this node's result annotation "
+        "katacontainers.io/kata-deploy.<release>[-<suffix>] (the chart sets it)",
+    )
+    p.add_argument(
+        "--config-hash",
+        default=d("CONFIG_HASH", ""),
+        help="the chart's hash of what it installs, recorded in the result annotation "
+        "(default: a hash of --config)",
     )
 
 
@@ -180,6 +194,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         arch=arch,
         daemonset_name=args.daemonset_name,
         namespace=args.namespace,
+        release=args.release,
+        config_hash=args.config_hash,
     )
 
 
@@ -245,10 +261,25 @@ def daemonset(ctx: stages.Context, *, wait: Callable[[], int] = _wait_for_signal
     log.info("DaemonSet %s/%s is being deleted: uninstalling", s.namespace, s.daemonset_name)
     with lock.host_lock(ctx.host, ctx.writer, timeout=s.lock_timeout):
         stages.uninstall(ctx)
+    report.event(ctx, report.REMOVED, f"{ctx.cfg.prefix} removed from this node")
+
+
+_REMOVING = frozenset({"uninstall", "unlabel", "revert-cri", "remove-artifacts"})
 
 
 def run_command(ctx: stages.Context, command: str) -> None:
-    """Run one command against a built context (the host lock is taken here)."""
+    """Run one command; a failed stage is recorded on the Node and as an Event."""
+    try:
+        _run_command(ctx, command)
+    except errors.InstallerError as exc:
+        if exc.failed_stage:
+            report.failed(ctx, exc.failed_stage, exc, removing=exc.failed_stage in _REMOVING)
+        raise
+    if command in ("uninstall", "remove-artifacts"):
+        report.event(ctx, report.REMOVED, f"{ctx.cfg.prefix} removed from this node")
+
+
+def _run_command(ctx: stages.Context, command: str) -> None:
     if command == "daemonset":
         daemonset(ctx)
         return

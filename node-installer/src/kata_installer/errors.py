@@ -16,6 +16,7 @@ class InstallerError(Exception):
     """Base class; `exit_code` is what the CLI returns."""
 
     exit_code = EXIT_FAILED
+    failed_stage = ""  # set by the stage runner: which stage raised it
 
 
 class ConfigError(InstallerError):
@@ -45,4 +46,8 @@ class NotFound(InstallerError):
 
 
 class Conflict(InstallerError):
-    """The API object changed under us (translated from a 409)."""
+    """The API object changed under us (a 409, or a Node re-created under its name)."""
+
+
+class Unprocessable(InstallerError):
+    """The API refused the request as invalid (a 422, e.g. a failed JSON-patch test)."""

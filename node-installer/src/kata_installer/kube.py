@@ -1,4 +1,8 @@
-"""The only module that imports `kubernetes`: node labels and the DaemonSet lookup.
+"""The only module that imports `kubernetes`: the node, its result, Events, the DaemonSet.
+
+Writes to the Node are JSON patches whose first operation tests `/metadata/uid` against
+the node the installer read at the start, so a node deleted and re-created under the
+same name is never touched: the API refuses the patch and that becomes errors.Conflict.
 
 Callers see the small `Kube` protocol, so tests use an in-memory fake. API exceptions
 are translated into errors.NotFound / Conflict / KubeUnavailable; connection errors,
@@ -9,6 +13,7 @@ Credentials: --kubeconfig, else $KUBECONFIG (through Settings), else in-cluster.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import logging
 from collections.abc import Callable
@@ -45,12 +50,27 @@ class NodeView:
     # status.runtimeHandlers' names; empty where the kubelet does not report them
     # (containerd 1.x, older CRI-O)
     runtime_handlers: tuple[str, ...]
+    # None when the Node has no annotations map at all (a JSON patch must create it)
+    annotations: dict[str, str] | None = None
+
+
+def pointer(key: str) -> str:
+    """A label or annotation key as a JSON-pointer segment (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 class Kube(Protocol):
     def get_node_labels(self, name: str) -> dict[str, str]: ...
 
     def get_node(self, name: str) -> NodeView: ...
+
+    def patch_node(self, node: NodeView, ops: list[dict[str, Any]]) -> None:
+        """Apply JSON-patch ``ops`` to ``node``, only if its uid is still ``node.uid``."""
+
+    def post_event(
+        self, namespace: str, node: NodeView, *, reason: str, message: str, warning: bool
+    ) -> None:
+        """Record an Event about ``node`` in ``namespace``."""
 
     def set_node_label(self, name: str, key: str, value: str | None) -> None:
         """Set the label (value) or remove it (None)."""
@@ -104,10 +124,12 @@ class ApiKube:
                 raise errors.NotFound(f"{what}: not found") from exc
             if exc.status == 409:
                 raise errors.Conflict(f"{what}: conflict") from exc
+            if exc.status == 422:
+                raise errors.Unprocessable(f"{what}: refused: {exc.body}") from exc
             if exc.status in (401, 403):
                 raise errors.KubeUnavailable(
                     f"{what}: the API refused us ({exc.status} {exc.reason}); check the "
-                    "ServiceAccount's RBAC (nodes: get, patch; daemonsets: get)"
+                    "ServiceAccount's RBAC (nodes: get, patch; events: create; daemonsets: get)"
                 ) from exc
             raise errors.KubeUnavailable(f"{what}: API error {exc.status} {exc.reason}") from exc
         except (urlexc.HTTPError, ConnectionError, TimeoutError) as exc:
@@ -140,6 +162,52 @@ class ApiKube:
             ready=ready,
             runtime_handlers=tuple(
                 str(h.get("name", "")) for h in status.get("runtimeHandlers") or []
+            ),
+            annotations=doc["metadata"].get("annotations"),
+        )
+
+    def patch_node(self, node: NodeView, ops: list[dict[str, Any]]) -> None:
+        body = [{"op": "test", "path": "/metadata/uid", "value": node.uid}, *ops]
+        try:
+            self._call(
+                f"patch node {node.name}",
+                lambda: self._core.patch_node(
+                    node.name, body, _request_timeout=_REQUEST_TIMEOUT,
+                    _content_type="application/json-patch+json",
+                ),
+            )  # fmt: skip
+        except errors.Unprocessable as exc:
+            raise errors.Conflict(
+                f"node {node.name} is not the node this installer started on (uid "
+                f"{node.uid}): it was deleted and re-created; not touching it"
+            ) from exc
+        except errors.NotFound as exc:
+            raise errors.Conflict(f"node {node.name} (uid {node.uid}) is gone") from exc
+
+    def post_event(
+        self, namespace: str, node: NodeView, *, reason: str, message: str, warning: bool
+    ) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{node.name}.", "namespace": namespace},
+            "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node.name,
+                               "uid": node.uid},
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": "kata-deploy", "host": node.name},
+            "firstTimestamp": now.isoformat(),
+            "lastTimestamp": now.isoformat(),
+            "count": 1,
+        }  # fmt: skip
+        self._call(
+            f"create event in {namespace}",
+            lambda: self._core.create_namespaced_event(
+                namespace,
+                body,  # type: ignore[arg-type]  # the client accepts the manifest form
+                _request_timeout=_REQUEST_TIMEOUT,
             ),
         )
 

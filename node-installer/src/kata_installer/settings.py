@@ -23,3 +23,5 @@ class Settings:
     arch: str  # amd64 | arm64 | s390x | ppc64le
     daemonset_name: str = ""
     namespace: str = ""
+    release: str = ""  # the Helm release: names the node's result annotation
+    config_hash: str = ""  # the chart's hash of what it installs (report.py)

@@ -167,14 +167,38 @@ def _with_default_runc(doc: Any, tables: list[Table], version: int) -> list[Tabl
     return [runc, *tables]
 
 
-def direct_edit(tables: list[Table], *, version: int, path: str) -> tuple[Any, Any]:
-    """Render/unrender adding our handler tables to a config that is not ours."""
+def _stale_tables(doc: Any, tables: list[Table], version: int, prefix: str) -> list[Table]:
+    """Runtime tables an earlier install of this prefix wrote that are no longer wanted.
+
+    Ours are recognised by their runtime_path under the install prefix (a shim dropped by
+    an upgrade, or the default handler when defaultShim changed).
+    """
+    runtimes = _walk(doc, plugin_path(version), create=False)
+    if runtimes is None:
+        return []
+    wanted = {path[-1] for path, _ in tables}
+    return [
+        ((*plugin_path(version), str(name)), {})
+        for name, table in runtimes.items()
+        if name not in wanted
+        and isinstance(table, dict)
+        and str(table.get("runtime_path", "")).startswith(f"{prefix}/")
+    ]
+
+
+def direct_edit(tables: list[Table], *, version: int, path: str, prefix: str) -> tuple[Any, Any]:
+    """Render/unrender our handler tables in a config that is not ours.
+
+    The config keeps exactly the handlers of the current install: tables of handlers an
+    earlier install of the same prefix registered and this one no longer has go.
+    """
 
     def render(raw: bytes | None) -> bytes | None:
         doc = _parse(raw or b"", path)
-        if raw is not None and _has_tables(doc, tables):
+        stale = _stale_tables(doc, tables, version, prefix)
+        if raw is not None and not stale and _has_tables(doc, tables):
             return raw
-        _remove_tables(doc, tables)
+        _remove_tables(doc, stale + tables)
         wanted = _with_default_runc(doc, tables, version)
         if "version" not in doc and (raw is None or not tomllib.loads(raw.decode())):
             doc.add("version", version)
@@ -309,5 +333,7 @@ def targets(
     if runtime.mode == "template":
         render, unrender = template_edit(cfg, render_tables(tables))
         return [Target(runtime.template_path, False, render, unrender, "template block")]
-    render, unrender = direct_edit(tables, version=runtime.config_version, path=runtime.config_path)
+    render, unrender = direct_edit(
+        tables, version=runtime.config_version, path=runtime.config_path, prefix=cfg.prefix
+    )
     return [Target(runtime.config_path, False, render, unrender, "handler tables")]

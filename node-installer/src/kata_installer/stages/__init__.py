@@ -33,6 +33,7 @@ class Context:
     cache: dict[str, Any] = dataclasses.field(default_factory=dict)
     _runtime: runtimes.Runtime | None = None
     _kube: kube.Kube | None = None
+    _identity: kube.NodeView | None = None
 
     @property
     def arch(self) -> str:
@@ -42,6 +43,17 @@ class Context:
         if self._runtime is None:
             self._runtime = runtimes.detect(self.host, self.cfg)
         return self._runtime
+
+    def identity(self) -> kube.NodeView:
+        """This run's Node as first read: every later write is guarded by its uid."""
+        if self._identity is None:
+            if not self.settings.node_name:
+                raise errors.ConfigError(
+                    "the node name is unknown: pass --node-name or set "
+                    "KATA_INSTALLER_NODE_NAME (the chart sets it from spec.nodeName)"
+                )
+            self._identity = self.kube().get_node(self.settings.node_name)
+        return self._identity
 
     def kube(self) -> kube.Kube:
         if self._kube is None:
@@ -82,8 +94,9 @@ def by_name(name: str) -> tuple[int, Stage]:
 def _report_failure(index: int, name: str) -> Iterator[None]:
     try:
         yield
-    except errors.InstallerError:
+    except errors.InstallerError as exc:
         log.error("stage %d/%d %s: failed", index, len(STAGES), name)
+        exc.failed_stage = name
         raise
 
 

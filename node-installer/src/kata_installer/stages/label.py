@@ -63,12 +63,26 @@ def wait_for_node(
 
 
 def _node(ctx: Context) -> str:
-    if not ctx.settings.node_name:
-        raise errors.ConfigError(
-            "the node name is unknown: pass --node-name or set KATA_INSTALLER_NODE_NAME "
-            "(the chart sets it from spec.nodeName)"
+    return str(ctx.identity().name)
+
+
+def _same_node(ctx: Context, view: kube.NodeView) -> kube.NodeView:
+    if view.uid != ctx.identity().uid:
+        raise errors.Conflict(
+            f"node {view.name} was deleted and re-created while we waited (uid "
+            f"{ctx.identity().uid} became {view.uid}); not touching it"
         )
-    return ctx.settings.node_name
+    return view
+
+
+def label_ops(view: kube.NodeView, key: str, value: str | None) -> list[dict[str, object]]:
+    """JSON-patch ops that set (or, with None, remove) one label."""
+    path = f"/metadata/labels/{kube.pointer(key)}"
+    if value is None:
+        return [{"op": "remove", "path": path}] if key in view.labels else []
+    if not view.labels:
+        return [{"op": "add", "path": "/metadata/labels", "value": {key: value}}]
+    return [{"op": "add", "path": path, "value": value}]
 
 
 class Label:
@@ -77,11 +91,17 @@ class Label:
     read_only = False
 
     def check(self, ctx: Context) -> bool:
+        from kata_installer import report  # noqa: PLC0415 - report imports this package
+
         node = _node(ctx)
         view = ctx.kube().get_node(node)
-        return view.labels.get(ctx.cfg.node_label) == VALUE and served(view, expected_handlers(ctx))
+        done = view.labels.get(ctx.cfg.node_label) == VALUE and served(view, expected_handlers(ctx))
+        recorded = report.is_installed(ctx, view)
+        return done and recorded
 
     def apply(self, ctx: Context) -> None:
+        from kata_installer import report  # noqa: PLC0415
+
         node = _node(ctx)
         if ctx.settings.dry_run:
             log.info("dry-run: would label node %s %s=%s", node, ctx.cfg.node_label, VALUE)
@@ -91,7 +111,7 @@ class Label:
             ctx,
             node,
             f"Ready and the runtime serving {', '.join(handlers)}",
-            lambda v: served(v, handlers),
+            lambda v: served(_same_node(ctx, v), handlers),
         )
         if view.runtime_handlers:
             log.info("node %s is Ready and its runtime serves %s", node, ", ".join(handlers))
@@ -101,26 +121,35 @@ class Label:
                 "so Ready is all that can be checked",
                 node,
             )
-        ctx.kube().set_node_label(node, ctx.cfg.node_label, VALUE)
+        ops = label_ops(view, ctx.cfg.node_label, VALUE) + report.installed_ops(ctx, view)
+        ctx.kube().patch_node(view, ops)
         log.info("labelled node %s %s=%s", node, ctx.cfg.node_label, VALUE)
+        report.event(ctx, report.INSTALLED, f"{ctx.cfg.prefix} serves {', '.join(handlers)}")
 
     def revert(self, ctx: Context) -> bool:
+        from kata_installer import report  # noqa: PLC0415
+
         node = _node(ctx)
         others = state.other_installs(ctx.host, ctx.cfg)
-        labels = ctx.kube().get_node_labels(node)
-        if ctx.cfg.node_label not in labels:
-            return False
-        if others:
-            log.info(
-                "keeping %s on node %s: other installs remain (%s)",
-                ctx.cfg.node_label,
-                node,
-                ", ".join(others),
-            )
+        view = _same_node(ctx, ctx.kube().get_node(node))
+        ops = report.removal_ops(ctx, view)
+        if ctx.cfg.node_label in view.labels:
+            if others:
+                log.info(
+                    "keeping %s on node %s: other installs remain (%s)",
+                    ctx.cfg.node_label,
+                    node,
+                    ", ".join(others),
+                )
+            else:
+                ops = label_ops(view, ctx.cfg.node_label, None) + ops
+        if not ops:
             return False
         if ctx.settings.dry_run:
-            log.info("dry-run: would remove label %s from node %s", ctx.cfg.node_label, node)
+            log.info(
+                "dry-run: would remove %s's label and result from node %s", ctx.cfg.prefix, node
+            )
             return True
-        ctx.kube().set_node_label(node, ctx.cfg.node_label, None)
-        log.info("removed label %s from node %s", ctx.cfg.node_label, node)
+        ctx.kube().patch_node(view, ops)
+        log.info("removed %s's label and result from node %s", ctx.cfg.prefix, node)
         return True
