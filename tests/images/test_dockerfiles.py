@@ -48,7 +48,7 @@ INSTALLER_TOOLS = {"nsenter"}
 # Modules that execute a binary of the host itself (a path under the host root), which
 # the image does not need to provide; argv[0] there is computed, not a literal.
 HOST_BINARY_CALLERS = {
-    "kata_installer/runtimes/__init__.py": "runs <host-root>/usr/bin/containerd --version",
+    "kata_installer/hostexec.py": "runs <host-root>/usr/bin/containerd --version",
 }
 DEV_ONLY = {"pytest", "pytest-timeout", "hypothesis", "ruff", "mypy", "types-pyyaml", "pip-tools"}
 

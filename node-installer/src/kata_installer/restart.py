@@ -1,4 +1,4 @@
-"""The only module that talks to systemd: restarting the container runtime.
+"""The only module that decides about restarting the container runtime (systemd).
 
 A restart is requested by `cri`/`revert-cri` when they changed a runtime's configuration,
 or when an earlier run owes one (stages/cri.py records the debt before it writes).
@@ -8,22 +8,29 @@ restarts the runtime: only logged; `auto` is systemd when the host runs it
 (<host-root>/run/systemd/system exists) and otherwise an error with the reason: a
 runtime that is not restarted does not serve Kata, so it is never a silent success.
 Every request is recorded in `requests`, whatever the mode, so tests can assert that
-an idempotent re-run asked for no restart.
+an idempotent re-run asked for no restart. The command itself runs through hostexec.py.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import subprocess
-from collections.abc import Callable
-from typing import Any
 
-from kata_installer import errors, hostpaths
+from kata_installer import errors, hostexec, hostpaths
 
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "systemd", "none")
-_NSENTER = ["nsenter", "--target", "1", "--mount", "--uts", "--ipc", "--net", "--pid", "--"]
+
+class Mode(enum.StrEnum):
+    """--restart: how the runtime is restarted after a change."""
+
+    AUTO = "auto"  # systemd when the host runs it, else an error
+    SYSTEMD = "systemd"
+    NONE = "none"  # the operator restarts it
+
+
+MODES = tuple(m.value for m in Mode)
 _TIMEOUT = 300.0
 
 
@@ -34,34 +41,34 @@ class Restarter:
         host: hostpaths.HostRoot,
         *,
         dry_run: bool = False,
-        run: Callable[..., subprocess.CompletedProcess[Any]] = subprocess.run,
+        run: hostexec.Runner | None = None,
         timeout: float = _TIMEOUT,
     ) -> None:
         if mode not in MODES:
             raise errors.ConfigError(f"--restart must be one of {', '.join(MODES)}, not {mode!r}")
-        self.mode = mode
+        self.mode = Mode(mode)
         self.host = host
         self.dry_run = dry_run
         self.requests: list[str] = []
         self._run = run
         self._timeout = timeout
 
-    def effective_mode(self) -> str:
-        if self.mode != "auto":
+    def effective_mode(self) -> Mode:
+        if self.mode is not Mode.AUTO:
             return self.mode
-        return "systemd" if self.host.path("/run/systemd/system").is_dir() else "none"
+        return Mode.SYSTEMD if self.host.path("/run/systemd/system").is_dir() else Mode.NONE
 
     def restart(self, unit: str) -> None:
         """Restart `unit` on the host; HostError when it cannot be or did not succeed."""
         self.requests.append(unit)
-        if self.mode == "none":
+        if self.mode is Mode.NONE:
             log.info(
                 "not restarting %s (--restart none): restart it yourself so it loads the "
                 "new configuration",
                 unit,
             )
             return
-        if self.effective_mode() == "none":
+        if self.effective_mode() is Mode.NONE:
             raise errors.HostError(
                 f"cannot restart {unit}: no systemd is visible at "
                 f"{self.host.path('/run/systemd/system')} (the host's /run/systemd must be "
@@ -73,12 +80,8 @@ class Restarter:
             return
         log.info("restarting %s via the host's systemd", unit)
         try:
-            done = self._run(
-                [*_NSENTER, "systemctl", "restart", unit],
-                capture_output=True,
-                text=True,
-                timeout=self._timeout,
-                check=False,
+            done = hostexec.in_host(
+                ["systemctl", "restart", unit], timeout=self._timeout, run=self._run
             )
         except FileNotFoundError as exc:
             raise errors.HostError(

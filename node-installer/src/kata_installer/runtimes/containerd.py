@@ -26,7 +26,7 @@ import tomlkit
 from tomlkit import items as tk_items
 
 from kata_installer import config, errors, layout
-from kata_installer.runtimes import Runtime, Target
+from kata_installer.runtimes import ConfigMode, Runtime, Target
 
 HEADER = "# Written by kata-deploy (kata-installer). Do not edit: it is rewritten and removed.\n"
 TEMPLATE_BASE = '{{ template "base" . }}\n'
@@ -317,7 +317,7 @@ def targets(
     def owned(path: str, content: bytes, what: str) -> Target:
         return Target(path, True, lambda _raw: content, lambda _raw: None, what)
 
-    if runtime.mode == "imports":
+    if runtime.mode is ConfigMode.IMPORTS:
         directory = _glob_dir(runtime, name)
         path = posixpath.join(directory or runtime.drop_in_dir, name)
         out = [owned(path, render_drop_in(cfg, tables, runtime.config_version), "drop-in")]
@@ -327,10 +327,10 @@ def targets(
             )
             out.append(Target(runtime.config_path, False, render, unrender, "imports entry"))
         return out
-    if runtime.mode == "drop-in":
+    if runtime.mode is ConfigMode.DROP_IN:
         path = posixpath.join(runtime.drop_in_dir, name)
         return [owned(path, render_drop_in(cfg, tables, runtime.config_version), "drop-in")]
-    if runtime.mode == "template":
+    if runtime.mode is ConfigMode.TEMPLATE:
         render, unrender = template_edit(cfg, render_tables(tables))
         return [Target(runtime.template_path, False, render, unrender, "template block")]
     render, unrender = direct_edit(

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from kata_installer import config, errors, fsutil, hostpaths, kube, logs, markers, restart, runtimes
+from kata_installer.runtimes import detect
 from kata_installer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class Context:
 
     def runtime(self) -> runtimes.Runtime:
         if self._runtime is None:
-            self._runtime = runtimes.detect(self.host, self.cfg)
+            self._runtime = detect.detect(self.host, self.cfg)
         return self._runtime
 
     def identity(self) -> kube.NodeView:

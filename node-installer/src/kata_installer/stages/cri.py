@@ -23,7 +23,7 @@ import posixpath
 from typing import Any
 
 from kata_installer import errors, layout, runtimes, state
-from kata_installer.runtimes import containerd, crio
+from kata_installer.runtimes import containerd, crio, detect
 from kata_installer.stages import Context
 
 log = logging.getLogger(__name__)
@@ -61,13 +61,13 @@ def _config_tree(rt: runtimes.Runtime) -> str:
 
 
 def _refuse_odd_link(ctx: Context, host_path: str) -> None:
-    runtimes.refuse_odd_link(ctx.host, host_path, _config_tree(ctx.runtime()))
+    detect.refuse_odd_link(ctx.host, host_path, _config_tree(ctx.runtime()))
 
 
 def targets(ctx: Context) -> list[runtimes.Target]:
     rt = ctx.runtime()
     handlers = layout.handlers(ctx.cfg, ctx.arch)
-    if rt.kind == "crio":
+    if rt.kind is runtimes.Kind.CRIO:
         return crio.targets(rt, ctx.cfg, handlers)
     return containerd.targets(rt, ctx.cfg, handlers)
 

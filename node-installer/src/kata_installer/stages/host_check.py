@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from kata_installer import errors, layout
+from kata_installer import errors, layout, runtimes
 from kata_installer.stages import Context, artifacts
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class HostCheck:
                 f"env.multiInstallSuffix={cfg.suffix!r} needs a runtime with drop-in "
                 f"configuration (containerd >= 2.0 or CRI-O); this node has {rt.describe()}"
             )
-        old = rt.kind == "containerd" and rt.version is not None and rt.version < (1, 7)
+        old = rt.kind is runtimes.Kind.CONTAINERD and rt.version is not None and rt.version < (1, 7)
         if old and any(h.snapshotter for h in handlers):
             problems.append("a per-handler containerd snapshotter needs containerd 1.7 or newer")
         try:
