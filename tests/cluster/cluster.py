@@ -66,7 +66,7 @@ def tool(name: str) -> str:
     if found:
         return found
     raise FileNotFoundError(
-        f"{name} not found in {TOOLS_BIN}: run `bash hack/setup.sh etcd kubernetes kwok` first"
+        f"{name} not found in {TOOLS_BIN}: run `make setup` (or `bash hack/setup.sh`) first"
     )
 
 
@@ -587,6 +587,11 @@ class Cluster:
 
     def add_real_nodes(self, count: int) -> list[str]:
         """Start ``count`` more real nodes (kubelet + containerd + kube-proxy); wait Ready."""
+        if os.geteuid() != 0:
+            raise RuntimeError(
+                "real nodes need root: they make namespaces, mounts, cgroups and a bridge "
+                "(run as root, or use --real-nodes 0)"
+            )
         self.ensure_registry()
         if not registry.has(self.state.ports["registry"], "pause", realnode.PAUSE_TAG):
             from tests.images import build
