@@ -9,11 +9,14 @@ cluster directory.
 
 from __future__ import annotations
 
+import base64
 import logging
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 LOG = logging.getLogger(__name__)
 
@@ -127,3 +130,31 @@ def client_cert(certs: Certs, name: str, subject: str) -> tuple[Path, Path]:
         )
         (pki / "ca.srl").unlink(missing_ok=True)
     return crt, key
+
+
+def b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def kubeconfig_text(
+    *, server: str, ca_cert: Path, user: dict[str, str], tls_server_name: str = ""
+) -> str:
+    """A kubeconfig for ``server`` trusting the cluster CA, with ``user``'s credentials.
+
+    ``tls_server_name`` names the serving certificate when ``server``'s address is not in
+    it (the real nodes reach the apiserver through the gateway's address).
+    """
+    cluster: dict[str, str] = {"server": server, "certificate-authority-data": b64(ca_cert)}
+    if tls_server_name:
+        cluster["tls-server-name"] = tls_server_name
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kata-deploy-test", "cluster": cluster}],
+        "users": [{"name": "user", "user": user}],
+        "contexts": [
+            {"name": "kata-deploy-test", "context": {"cluster": "kata-deploy-test", "user": "user"}}
+        ],
+        "current-context": "kata-deploy-test",
+    }
+    return yaml.safe_dump(doc, sort_keys=False)

@@ -10,7 +10,6 @@ later command needs (ports, nodes, kwok settings) is kept in ``cluster.json``.
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import contextlib
 import json
@@ -28,9 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tests.cluster import certs, kwokconfig, nodes, procs, realnode, registry
+from tests.cluster.certs import kubeconfig_text
 
 LOG = logging.getLogger(__name__)
 
@@ -162,6 +160,14 @@ class Cluster:
         if pid is None:
             raise RuntimeError(f"real node {name} is not running (see {self.dir / 'logs'})")
         return pid
+
+    def runtime_handlers(self, node: str) -> list[str]:
+        """What a node's running runtime serves, as its kubelet reports it (sorted names;
+        the default handler is "")."""
+        from tests.cluster import kubeapi
+
+        data = kubeapi.get_json(self.core().read_node, node)
+        return sorted(h.get("name", "") for h in data["status"].get("runtimeHandlers") or [])
 
     @property
     def registry(self) -> str:
@@ -295,8 +301,8 @@ class Cluster:
                 server=f"https://127.0.0.1:{self.state.ports['apiserver']}",
                 ca_cert=self.certs.ca_cert,
                 user={
-                    "client-certificate-data": _b64(self.certs.admin_cert),
-                    "client-key-data": _b64(self.certs.admin_key),
+                    "client-certificate-data": certs.b64(self.certs.admin_cert),
+                    "client-key-data": certs.b64(self.certs.admin_key),
                 },
             )
         )
@@ -633,7 +639,7 @@ class Cluster:
             LOG.info("starting real node %s (%s)", name, node.ip)
             realnode.write_config(
                 node,
-                certs=self.certs,
+                pki=self.certs,
                 endpoints=realnode.Endpoints(ports["apiserver"], ports["registry"]),
                 tools=tools,
             )
@@ -734,29 +740,6 @@ class Cluster:
 def _python() -> str:
     venv = VENV_BIN / "python3"
     return str(venv) if venv.exists() else sys.executable
-
-
-def _b64(path: Path) -> str:
-    return base64.b64encode(path.read_bytes()).decode()
-
-
-def kubeconfig_text(*, server: str, ca_cert: Path, user: dict[str, str]) -> str:
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "kata-deploy-test",
-                "cluster": {"server": server, "certificate-authority-data": _b64(ca_cert)},
-            }
-        ],
-        "users": [{"name": "user", "user": user}],
-        "contexts": [
-            {"name": "kata-deploy-test", "context": {"cluster": "kata-deploy-test", "user": "user"}}
-        ],
-        "current-context": "kata-deploy-test",
-    }
-    return yaml.safe_dump(doc, sort_keys=False)
 
 
 def _http_ok(url: str, *, context: ssl.SSLContext | None = None) -> bool:

@@ -144,12 +144,8 @@ def _publish(cluster: Cluster) -> tuple[str, str, list[str]]:
 
 def _show_handlers(cluster: Cluster, when: str) -> None:
     """What each real node's running containerd serves, as its kubelet reports it."""
-    core = cluster.core()
     for name in cluster.real_node_names():
-        node = kubeapi.get_json(core.read_node, name)
-        handlers = sorted(
-            h.get("name") or '""' for h in node["status"].get("runtimeHandlers") or []
-        )
+        handlers = [h or '""' for h in cluster.runtime_handlers(name)]
         _say(f"   {name} runtime handlers {when}: {', '.join(handlers)}")
 
 
@@ -293,15 +289,12 @@ def _check_clean(cluster: Cluster) -> None:
         f"   the host directories of {', '.join(cluster.runner_node_names())} are byte-equal "
         "to their originals"
     )
-    core = cluster.core()
     for name in cluster.real_node_names():
         # The kubelet reports the restarted containerd's handlers within its status
         # period (5 s here); give it a few.
         deadline = time.monotonic() + 60
         while True:
-            node = kubeapi.get_json(core.read_node, name)
-            handlers = [h.get("name", "") for h in node["status"].get("runtimeHandlers") or []]
-            left = [h for h in handlers if h.startswith("kata")]
+            left = [h for h in cluster.runtime_handlers(name) if h.startswith("kata")]
             if not left:
                 break
             if time.monotonic() > deadline:

@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from tests.cluster import certs
 from tests.cluster.kwokconfig import REAL_LABEL
 
 LOG = logging.getLogger(__name__)
@@ -224,27 +225,29 @@ def node_name(index: int) -> str:
 
 
 def write_config(
-    node: RealNode, *, certs: Any, endpoints: Endpoints, tools: dict[str, str]
+    node: RealNode, *, pki: certs.Certs, endpoints: Endpoints, tools: dict[str, str]
 ) -> dict[str, Any]:
     """Write the node's ``config/`` tree and ``node.json``; return the latter's content."""
-    from tests.cluster import certs as certs_mod  # the cluster's PKI helpers
-
     config = node.dir / "config"
     if config.exists():
         shutil.rmtree(config)
     etc = config / "etc"
     kube = etc / "kubernetes"
     (kube / "pki").mkdir(parents=True)
-    shutil.copyfile(certs.ca_cert, kube / "pki" / "ca.crt")
+    shutil.copyfile(pki.ca_cert, kube / "pki" / "ca.crt")
     server = f"https://{node.net.gateway}:{endpoints.apiserver_port}"
     registry = f"127.0.0.1:{endpoints.registry_port}"
     for user, subject in (
         ("kubelet", f"/O=system:nodes/CN=system:node:{node.name}"),
         ("kube-proxy", "/CN=system:kube-proxy"),
     ):
-        crt, key = certs_mod.client_cert(certs, f"{node.name}-{user}", subject)
+        crt, key = certs.client_cert(pki, f"{node.name}-{user}", subject)
+        credentials = {"client-certificate-data": certs.b64(crt), "client-key-data": certs.b64(key)}
         (kube / f"{user}.kubeconfig").write_text(
-            _kubeconfig(server=server, ca=certs.ca_cert, crt=crt, key=key)
+            # The gateway's address is not in the apiserver's serving certificate.
+            certs.kubeconfig_text(
+                server=server, ca_cert=pki.ca_cert, user=credentials, tls_server_name="kubernetes"
+            )
         )
     (kube / "kubelet-config.yaml").write_text(yaml.safe_dump(_kubelet_config(node)))
     (kube / "kube-proxy-config.yaml").write_text(yaml.safe_dump(_kube_proxy_config(node)))
@@ -309,34 +312,6 @@ def write_config(
     }
     (node.dir / "node.json").write_text(json.dumps(spec, indent=2) + "\n")
     return spec
-
-
-def _kubeconfig(*, server: str, ca: Path, crt: Path, key: Path) -> str:
-    import base64
-
-    def b64(p: Path) -> str:
-        return base64.b64encode(p.read_bytes()).decode()
-
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "local",
-                "cluster": {
-                    "server": server,
-                    "certificate-authority-data": b64(ca),
-                    # The gateway's address is not in the serving certificate.
-                    "tls-server-name": "kubernetes",
-                },
-            }
-        ],
-        "users": [{"name": "node", "user": {
-            "client-certificate-data": b64(crt), "client-key-data": b64(key)}}],
-        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "node"}}],
-        "current-context": "local",
-    }  # fmt: skip
-    return yaml.safe_dump(doc, sort_keys=False)
 
 
 def _kubelet_config(node: RealNode) -> dict[str, Any]:

@@ -41,7 +41,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tests.cluster import kubeapi, kwokconfig
-from tests.cluster.cluster import VENV_BIN, Cluster, kubeconfig_text
+from tests.cluster.certs import kubeconfig_text
+from tests.cluster.cluster import VENV_BIN, Cluster
 
 LOG = logging.getLogger(__name__)
 

@@ -76,12 +76,6 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealClust
 # ------------------------------------------------------------------ the node's truth
 
 
-def runtime_handlers(cluster: Cluster, node: str) -> list[str]:
-    """What the node's containerd serves, as its kubelet reports it."""
-    data = kubeapi.get_json(cluster.core().read_node, node)
-    return sorted(h.get("name", "") for h in data["status"].get("runtimeHandlers") or [])
-
-
 def release_handlers(cluster: Cluster, release: str, namespace: str, node: str) -> list[str]:
     """The handlers the release's installer gives ``node``: its RuntimeClasses' handlers
     of the shims whose ``supportedArches`` include the node's architecture.

@@ -31,7 +31,8 @@ import pytest
 import yaml
 
 from tests.cluster import kubeapi
-from tests.cluster.cluster import VENV_BIN, Cluster, ClusterSpec, kubeconfig_text
+from tests.cluster.certs import kubeconfig_text
+from tests.cluster.cluster import VENV_BIN, Cluster, ClusterSpec
 from tests.e2e import helpers
 from tests.e2e.conftest import running_cluster
 from tests.e2e.helpers import CHART, PREFIX, TIMES, wait_for

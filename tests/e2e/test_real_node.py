@@ -67,7 +67,7 @@ def _assert_installed(rc: realnode_helpers.RealCluster, release: str, ns: str) -
     assert "kata-qemu" in handlers, handlers
     # `label` waits for the kubelet to report the restarted runtime's handlers: they are
     # listed by the time the label is there.
-    served = realnode_helpers.runtime_handlers(cluster, NODE)
+    served = cluster.runtime_handlers(NODE)
     missing = sorted(set(handlers) - set(served))
     assert not missing, f"labelled, but containerd does not serve {missing} (it serves {served})"
     return handlers
@@ -86,7 +86,7 @@ def _assert_removed(
     cluster = rc.cluster
     wait_for(
         "the kata handlers to leave status.runtimeHandlers",
-        lambda: not set(handlers) & set(realnode_helpers.runtime_handlers(cluster, NODE)),
+        lambda: not set(handlers) & set(cluster.runtime_handlers(NODE)),
         timeout=120,
     )
     assert NODE not in helpers.labelled(cluster)
@@ -128,10 +128,10 @@ def test_daemonset_mode_lifecycle(real: realnode_helpers.RealCluster) -> None:
          "--set", "shims.qemu-runtime-rs.enabled=false", "--wait", "--timeout", "5m")  # fmt: skip
     wait_for(
         "kata-qemu-runtime-rs to leave status.runtimeHandlers",
-        lambda: "kata-qemu-runtime-rs" not in realnode_helpers.runtime_handlers(cluster, NODE),
+        lambda: "kata-qemu-runtime-rs" not in cluster.runtime_handlers(NODE),
         timeout=180,
     )
-    assert "kata-qemu" in realnode_helpers.runtime_handlers(cluster, NODE)
+    assert "kata-qemu" in cluster.runtime_handlers(NODE)
     TIMES["real node: daemonset upgrade, shim removed"] = time.monotonic() - t1
 
     t2 = time.monotonic()

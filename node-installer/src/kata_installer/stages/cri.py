@@ -24,7 +24,7 @@ from typing import Any
 
 from kata_installer import errors, layout, runtimes, state
 from kata_installer.runtimes import containerd, crio, detect
-from kata_installer.stages import Context
+from kata_installer.stages import Context, label
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +193,6 @@ class Cri:
 
     def _wait_handlers_gone(self, ctx: Context) -> None:
         """Before remove-artifacts deletes what they point at: the handlers are gone."""
-        from kata_installer.stages import label  # noqa: PLC0415 - sibling stage
-
         if ctx.settings.dry_run or not ctx.settings.node_name:
             return
         handlers = label.expected_handlers(ctx)

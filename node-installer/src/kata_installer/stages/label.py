@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from kata_installer import errors, kube, layout, state
+from kata_installer import errors, kube, layout, report, state
 from kata_installer.stages import Context
 
 log = logging.getLogger(__name__)
@@ -91,17 +91,13 @@ class Label:
     read_only = False
 
     def check(self, ctx: Context) -> bool:
-        from kata_installer import report  # noqa: PLC0415 - report imports this package
-
-        node = _node(ctx)
-        view = ctx.kube().get_node(node)
+        node = _node(ctx)  # the node name (a usage error) before any API access
+        view = ctx.kube().get_node(node)  # fresh: the identity read may be old
         done = view.labels.get(ctx.cfg.node_label) == VALUE and served(view, expected_handlers(ctx))
         recorded = report.is_installed(ctx, view)
         return done and recorded
 
     def apply(self, ctx: Context) -> None:
-        from kata_installer import report  # noqa: PLC0415
-
         node = _node(ctx)
         if ctx.settings.dry_run:
             log.info("dry-run: would label node %s %s=%s", node, ctx.cfg.node_label, VALUE)
@@ -127,11 +123,9 @@ class Label:
         report.event(ctx, report.INSTALLED, f"{ctx.cfg.prefix} serves {', '.join(handlers)}")
 
     def revert(self, ctx: Context) -> bool:
-        from kata_installer import report  # noqa: PLC0415
-
         node = _node(ctx)
         others = state.other_installs(ctx.host, ctx.cfg)
-        view = _same_node(ctx, ctx.kube().get_node(node))
+        view = _same_node(ctx, ctx.kube().get_node(node))  # fresh labels, same node
         ops = report.removal_ops(ctx, view)
         if ctx.cfg.node_label in view.labels:
             if others:
