@@ -374,3 +374,64 @@ def test_kubeconfig_loads_and_disables_client_retries(tmp_path: pathlib.Path) ->
     cfg = kube.load_configuration(path)
     assert cfg.host == "https://127.0.0.1:6443"
     assert cfg.retries is False
+
+
+# -- list_all: the one paged-LIST loop ---------------------------------------------------
+
+
+def _pages(*pages: kube.Page | Exception) -> tuple[list[str | None], kube.FetchPage]:
+    """A fetch that answers with `pages` in order and records each continue token."""
+    asked: list[str | None] = []
+    queue = list(pages)
+
+    def fetch(token: str | None) -> kube.Page:
+        asked.append(token)
+        answer = queue.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return asked, fetch
+
+
+def _send(fn: Any, what: str) -> kube.Page:
+    result: kube.Page = fn()
+    return result
+
+
+def test_list_all_follows_continue_tokens_and_keeps_the_first_resource_version() -> None:
+    asked, fetch = _pages(
+        kube.Page([{"n": 1}, {"n": 2}], "c1", "100"),
+        kube.Page([{"n": 3}], None, "101"),
+    )
+    listing = kube.list_all(fetch, lambda o: o["n"], send=_send, what="list things")
+    assert listing.items == [1, 2, 3]
+    assert listing.resource_version == "100"
+    assert asked == [None, "c1"]
+
+
+def test_list_all_drops_items_reduced_to_none() -> None:
+    _, fetch = _pages(kube.Page([{"n": 1}, {"n": 2}, {"n": 3}], None, "7"))
+    listing = kube.list_all(
+        fetch, lambda o: o["n"] if o["n"] != 2 else None, send=_send, what="list"
+    )
+    assert listing.items == [1, 3]
+
+
+def test_list_all_starts_again_when_the_continue_token_expires() -> None:
+    asked, fetch = _pages(
+        kube.Page([{"n": 1}], "c1", "100"),
+        errors.Gone("list things", status=410),
+        kube.Page([{"n": 1}], "c2", "200"),
+        kube.Page([{"n": 2}], None, "201"),
+    )
+    listing = kube.list_all(fetch, lambda o: o["n"], send=_send, what="list things")
+    assert listing.items == [1, 2]  # one snapshot: nothing from the abandoned pass twice
+    assert listing.resource_version == "200"
+    assert asked == [None, "c1", None, "c2"]
+
+
+def test_list_all_passes_other_errors_through() -> None:
+    _, fetch = _pages(errors.Forbidden("list things", status=403))
+    with pytest.raises(errors.Forbidden):
+        kube.list_all(fetch, lambda o: o, send=_send, what="list things")

@@ -15,12 +15,13 @@ template round-trips unchanged whatever fields it carries.
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import logging
 import pathlib
 import time
-from collections.abc import Iterator
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import urllib3
 from kubernetes import client as k8s_client
@@ -50,6 +51,50 @@ class Page(NamedTuple):
     items: list[Obj]
     continue_token: str | None
     resource_version: str
+
+
+T = TypeVar("T")
+
+# One page request, given the continue token of the page before (None: the first page).
+FetchPage = Callable[[str | None], Page]
+# How a caller sends one request: with its retry policy, under a name for the logs.
+Send = Callable[[Callable[[], Page], str], Page]
+
+
+class Listing(NamedTuple, Generic[T]):
+    """Everything a paged LIST returned, each item reduced by the caller as its page
+    arrived, with the resourceVersion of the first page (a watch from it misses nothing)."""
+
+    items: list[T]
+    resource_version: str
+
+
+def list_all(
+    fetch: FetchPage, reduce: Callable[[Obj], T | None], *, send: Send, what: str
+) -> Listing[T]:
+    """Read every page of one LIST (`limit` + `continue`), keeping `reduce(item)` of each
+    item that reduces to something other than None, so no page outlives its loop turn.
+    A continue token that expires mid-way (410 Gone) starts the listing again, so the
+    result is one consistent snapshot. The only paged-LIST loop in the program."""
+    items: list[T] = []
+    resource_version = ""
+    token: str | None = None
+    while True:
+        try:
+            page = send(functools.partial(fetch, token), what)
+        except errors.Gone:
+            log.warning("%s: the continue token expired; listing again from the start", what)
+            items, resource_version, token = [], "", None
+            continue
+        resource_version = resource_version or page.resource_version
+        for obj in page.items:
+            reduced = reduce(obj)
+            if reduced is not None:
+                items.append(reduced)
+        token = page.continue_token
+        del page  # before the next page arrives, not after
+        if not token:
+            return Listing(items, resource_version)
 
 
 class WatchEvent(NamedTuple):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from kata_dispatcher import errors, kube, retry
@@ -187,38 +187,25 @@ class Selector:
         self._page_size = page_size
 
     def _list(self, *, label_selector: str | None, field_selector: str | None) -> list[Node]:
-        """Every matching node, page by page (limit + continue). If the continue token
-        expires mid-way (410), start over so the result is one consistent snapshot."""
-        items: list[Node] = []
-        token: str | None = None
-        while True:
-            current = token
+        """Every matching node, page by page, one consistent snapshot (`kube.list_all`)."""
 
-            def one_page(current: str | None = current) -> kube.Page:
-                return self._api.list_nodes(
-                    label_selector=label_selector,
-                    field_selector=field_selector,
-                    limit=self._page_size,
-                    continue_token=current,
-                )
+        def fetch(token: str | None) -> kube.Page:
+            return self._api.list_nodes(
+                label_selector=label_selector,
+                field_selector=field_selector,
+                limit=self._page_size,
+                continue_token=token,
+            )
 
-            try:
-                page = retry.call(
-                    one_page, policy=self._policy, clock=self._clock, what="list nodes"
-                )
-            except errors.Gone:
-                log.warning("node list continue token expired; listing again from the start")
-                items, token = [], None
-                continue
-            except errors.Invalid as exc:
-                raise errors.UsageError(
-                    f"the API server rejected node selector {label_selector!r}: {exc.message}"
-                ) from exc
-            items.extend(Node.from_api(o) for o in page.items)
-            token = page.continue_token
-            del page  # before the next page arrives, not after
-            if not token:
-                return items
+        def send(fn: Callable[[], kube.Page], what: str) -> kube.Page:
+            return retry.call(fn, policy=self._policy, clock=self._clock, what=what)
+
+        try:
+            return kube.list_all(fetch, Node.from_api, send=send, what="list nodes").items
+        except errors.Invalid as exc:
+            raise errors.UsageError(
+                f"the API server rejected node selector {label_selector!r}: {exc.message}"
+            ) from exc
 
     def select(self, *, names: Sequence[str], label_selector: str | None) -> Selection:
         if names:

@@ -364,33 +364,20 @@ class Rollout(watching.Watcher):
     def _list_jobs(self, selector: str) -> tuple[dict[str, Seen], str]:
         """Every Job the selector matches, by name, each reduced to a `Seen` as its page
         arrives; with the list's resourceVersion."""
-        listed: dict[str, Seen] = {}
-        resource_version = ""
-        token: str | None = None
-        while True:
-            current = token
 
-            def page_of(current: str | None = current) -> kube.Page:
-                return self._api.list_jobs(
-                    self._cfg.namespace,
-                    label_selector=selector,
-                    limit=self._cfg.page_size,
-                    continue_token=current,
-                )
+        def fetch(token: str | None) -> kube.Page:
+            return self._api.list_jobs(
+                self._cfg.namespace,
+                label_selector=selector,
+                limit=self._cfg.page_size,
+                continue_token=token,
+            )
 
-            try:
-                page = self._call(page_of, f"list Jobs {selector}")
-            except errors.Gone:
-                log.warning("Job list continue token expired; listing again")
-                listed, resource_version, token = {}, "", None
-                continue
-            resource_version = resource_version or page.resource_version
-            for item in page.items:
-                listed[jobs.name_of(item)] = self._seen(item)
-            token = page.continue_token
-            del page
-            if not token:
-                return listed, resource_version
+        def named(obj: Obj) -> tuple[str, Seen]:
+            return jobs.name_of(obj), self._seen(obj)
+
+        listing = kube.list_all(fetch, named, send=self._call, what=f"list Jobs {selector}")
+        return dict(listing.items), listing.resource_version
 
     def _relist(self, *, initial: bool) -> None:
         """Read every Job of this release/stage/owner label; the initial pass adopts or

@@ -322,25 +322,16 @@ class Teardown(watching.Watcher):
     def _list_pods(self) -> list[Obj]:
         """Every pod of the DaemonSet's selector that it owns, all pages."""
         ns, selector = self._cfg.namespace, self._selector
-        pods: list[Obj] = []
-        token: str | None = None
-        while True:
-            current = token
 
-            def page_of(current: str | None = current) -> kube.Page:
-                return self._api.list_pods(
-                    ns, label_selector=selector, limit=self._cfg.page_size, continue_token=current
-                )
+        def fetch(token: str | None) -> kube.Page:
+            return self._api.list_pods(
+                ns, label_selector=selector, limit=self._cfg.page_size, continue_token=token
+            )
 
-            try:
-                page = self._call(page_of, f"list pods of {self._what}")
-            except errors.Gone:
-                pods, token = [], None
-                continue
-            pods += [p for p in page.items if not self._uid or _owned_by(p, self._uid)]
-            token = page.continue_token
-            if not token:
-                return pods
+        def ours(pod: Obj) -> Obj | None:
+            return pod if not self._uid or _owned_by(pod, self._uid) else None
+
+        return kube.list_all(fetch, ours, send=self._call, what=f"list pods of {self._what}").items
 
     def _count_pods(self) -> None:
         if not self._pods_readable or not self._selector:
