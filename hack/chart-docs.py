@@ -163,7 +163,7 @@ def infer_schema(value: Any, path: Path_, docs: dict[Path_, KeyDoc]) -> dict[str
         schema = {}
     else:
         raise DocsError(f"{'.'.join(path)}: unsupported default of type {type(value).__name__}")
-    if "enum" in doc.hint:
+    if "enum" in doc.hint or "anyOf" in doc.hint:
         schema.pop("type", None)
     schema.update(doc.hint)
     if doc.description:
@@ -195,6 +195,8 @@ def _type_name(value: Any, hint: dict[str, Any]) -> str:
         return " or ".join(kind) if isinstance(kind, list) else str(kind)
     if "enum" in hint:
         return "string"
+    if "anyOf" in hint:
+        return " or ".join(str(alt.get("type", "?")) for alt in hint["anyOf"])
     for py, name in ((bool, "bool"), (int, "int"), (float, "float"), (str, "string")):
         if isinstance(value, py):
             return name

@@ -113,6 +113,9 @@ class Script:
     container: str = "cri"
     exit_code: int = 1
     termination_message: str = "containerd config is not valid TOML"
+    # the pod never starts: it waits with this reason until the Job's deadline
+    # (`duration`) fails the Job, and the Job controller deletes the pod with it
+    pending_reason: str = ""
 
 
 @dataclasses.dataclass
@@ -153,6 +156,7 @@ class FakeApi:
         self.revert_seconds: dict[str, float | None] = {}  # by pod name; None = stuck
         self.delete_at_once = False  # a DaemonSet DELETE answers Status and removes it
         self.max_unfinished = 0
+        self.configmaps: dict[str, Obj] = {}
         self._live: set[str] = set()  # Jobs that may be unfinished: what unfinished() reads
         self._rv = 100
         self._uids = itertools.count(1)
@@ -177,7 +181,9 @@ class FakeApi:
         node: str | None = None,
         finished: bool | None = None,
     ) -> Obj:
-        """Put a Job straight into the store (as if left by an earlier run)."""
+        """Put a Job straight into the store (as if left by an earlier run). `finished`
+        None: it runs (with `node`, it finishes per the node's Script); True: it
+        succeeded; False: it failed."""
         meta: Obj = {
             "name": name,
             "namespace": self.namespace,
@@ -312,6 +318,26 @@ class FakeApi:
 
     def _schedule(self, name: str, uid: str, node_name: str) -> None:
         script = self.scripts.get(node_name, self.default)
+        if script.pending_reason:
+            self.pods[uid] = [
+                {
+                    "metadata": {"name": f"{name}-pending"},
+                    "status": {
+                        "phase": "Pending",
+                        "initContainerStatuses": [
+                            {
+                                "name": "host-check",
+                                "state": {
+                                    "waiting": {
+                                        "reason": script.pending_reason,
+                                        "message": "Back-off pulling image",
+                                    }
+                                },
+                            }
+                        ],
+                    },
+                }
+            ]
         heapq.heappush(
             self._actions,
             (self.clock.now + script.duration, next(self._seq), "finish", name, uid),
@@ -319,6 +345,20 @@ class FakeApi:
 
     def _set_finished(self, job: Obj, *, succeed: bool, script: Script) -> None:
         self._live.discard(job["metadata"]["name"])
+        if script.pending_reason:
+            job["status"] = {
+                "failed": 1,
+                "conditions": [
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "DeadlineExceeded",
+                        "message": "Job was active longer than specified deadline",
+                    }
+                ],
+            }
+            self.pods[job["metadata"]["uid"]] = []
+            return
         if succeed:
             job["status"] = {
                 "succeeded": 1,
@@ -468,6 +508,29 @@ class FakeApi:
         del self.jobs[name]
         self._live.discard(name)
         self._event("DELETED", job)
+
+    def patch_job(self, namespace: str, name: str, patch: list[Obj]) -> Obj:
+        """JSON patch with the two operations the dispatcher sends: `test` (a failed one
+        is 422, as the API server answers) and `replace` of a top-level metadata field."""
+        self._enter("patch_job", namespace=namespace, name=name, patch=patch)
+        job = self.jobs.get(name)
+        if job is None:
+            raise errors.NotFound(f"patch Job {name}", status=404, reason="NotFound")
+        for op in patch:
+            field = op["path"].removeprefix("/metadata/")
+            if op["op"] == "test" and job["metadata"].get(field) != op["value"]:
+                raise errors.Invalid(f"patch Job {name}", status=422, reason="Invalid")
+        for op in patch:
+            if op["op"] == "replace":
+                job["metadata"][op["path"].removeprefix("/metadata/")] = copy.deepcopy(op["value"])
+        self._event("MODIFIED", job)
+        return copy.deepcopy(job)
+
+    def read_configmap(self, namespace: str, name: str) -> Obj:
+        self._enter("read_configmap", namespace=namespace, name=name)
+        if name not in self.configmaps:
+            raise errors.NotFound(f"read ConfigMap {name}", status=404, reason="NotFound")
+        return copy.deepcopy(self.configmaps[name])
 
     def list_jobs(
         self,

@@ -115,14 +115,20 @@ def test_every_flag_has_an_environment_twin(
         "KATA_DISPATCHER_TIMEOUT": "600",
         "KATA_DISPATCHER_RETRY_BUDGET": "45",
         "KATA_DISPATCHER_REQUEST_TIMEOUT": "12",
+        "KATA_DISPATCHER_ANCHOR_CONFIGMAP": "templates",
+        "KATA_DISPATCHER_MAX_FAILED_NODES": "2%",
+        "KATA_DISPATCHER_DONE_LABEL": "example.com/kata",
     }
     parser = cli.build_parser()
     flags = {a.option_strings[0] for a in parser._actions if a.option_strings} - {"-h", "--version"}
-    # --selector is exclusive with --nodes, --delete-daemonset with the Job flags: their
-    # twins are checked below.
+    # --selector is exclusive with --nodes, --delete-daemonset with the Job flags, and
+    # --skip-done goes with install runs: their twins are checked below.
     assert {cli._env_name(f) for f in flags} == set(env) | {
         "KATA_DISPATCHER_SELECTOR",
         "KATA_DISPATCHER_DELETE_DAEMONSET",
+        "KATA_DISPATCHER_SKIP_DONE",
+        "KATA_DISPATCHER_RESULT_ANNOTATION",
+        "KATA_DISPATCHER_CONFIG_HASH",
     }
     config, _ = cli.parse([], env)
     assert config == settings.Settings(
@@ -144,7 +150,57 @@ def test_every_flag_has_an_environment_twin(
         timeout=600,
         retry_budget=45,
         request_timeout=12,
+        anchor_configmap="templates",
+        max_failed_nodes=settings.Budget(2, percent=True),
+        done_label="example.com/kata",
     )
+
+
+def test_skip_done_from_environment(template_file: pathlib.Path) -> None:
+    env = {
+        "KATA_DISPATCHER_SKIP_DONE": "true",
+        "KATA_DISPATCHER_RESULT_ANNOTATION": "katacontainers.io/kata-deploy.rel",
+        "KATA_DISPATCHER_CONFIG_HASH": "0123456789abcdef",
+    }
+    config, _ = cli.parse(base(template_file), env)
+    assert config.skip_done
+    assert config.result_annotation == "katacontainers.io/kata-deploy.rel"
+    assert config.config_hash == "0123456789abcdef"
+    assert config.done_label == "katacontainers.io/kata-runtime"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--skip-done"], "--skip-done needs --result-annotation and --config-hash"),
+        (["--skip-done", "--config-hash", "ab"], "--skip-done needs --result-annotation"),
+        (
+            [
+                "--skip-done",
+                "--config-hash",
+                "ab",
+                "--result-annotation",
+                "a/b",
+                "--stage",
+                "cleanup",
+            ],
+            "cleanup never skips",
+        ),
+        (["--max-failed-nodes", "ten"], "is not a count (3) or a percentage (1%)"),
+        (["--max-failed-nodes", "101%"], "more than 100%"),
+        (["--anchor-configmap", "Not_A_Name"], "is not a valid ConfigMap name"),
+    ],
+)
+def test_bad_skip_done_and_budget_flags_are_usage_errors(
+    template_file: pathlib.Path,
+    extra: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.parse([*base(template_file), *extra], {})
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_selector_from_environment(template_file: pathlib.Path) -> None:

@@ -9,6 +9,7 @@ container.
 
 from __future__ import annotations
 
+import copy
 import pathlib
 import re
 from typing import Any
@@ -264,3 +265,116 @@ def test_render_yaml_round_trips(template: dict[str, Any]) -> None:
 
     text = jobs.render_yaml([template, template])
     assert list(yaml.safe_load_all(text)) == [template, template]
+
+
+# -- template hash, anchor, adoption, stuck pods -----------------------------------------
+
+
+def test_template_hash_ignores_key_order_and_sees_any_change(template: dict[str, Any]) -> None:
+    reordered = dict(reversed(list(template.items())))
+    assert jobs.template_hash(template) == jobs.template_hash(reordered)
+    changed = copy.deepcopy(template)
+    changed["spec"]["backoffLimit"] = 99
+    assert jobs.template_hash(changed) != jobs.template_hash(template)
+    assert len(jobs.template_hash(template)) == 16
+
+
+def test_build_with_an_anchor_has_two_owners_and_the_hash_label(template: dict[str, Any]) -> None:
+    anchor = jobs.Owner("templates", "cm-uid", "ConfigMap", "v1")
+    job = jobs.build(
+        template,
+        "w1",
+        owner=jobs.Owner("dispatcher", "job-uid"),
+        release="r",
+        stage="install",
+        namespace="ns",
+        anchor=anchor,
+        digest="0123456789abcdef",
+    )
+    assert job["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": "dispatcher",
+            "uid": "job-uid",
+            "controller": False,
+            "blockOwnerDeletion": False,
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "name": "templates",
+            "uid": "cm-uid",
+            "controller": False,
+            "blockOwnerDeletion": False,
+        },
+    ]
+    assert jobs.template_hash_of(job) == "0123456789abcdef"
+
+
+def test_adoption_patch_is_guarded_by_the_uid() -> None:
+    patch = jobs.adoption_patch("old-job-uid", jobs.Owner("d", "new-uid"), None)
+    assert patch[0] == {"op": "test", "path": "/metadata/uid", "value": "old-job-uid"}
+    assert patch[1]["op"] == "replace" and patch[1]["path"] == "/metadata/ownerReferences"
+    assert [r["uid"] for r in patch[1]["value"]] == ["new-uid"]
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (
+            {
+                "phase": "Pending",
+                "initContainerStatuses": [
+                    {
+                        "name": "host-check",
+                        "state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}},
+                    }
+                ],
+            },
+            ("host-check", "ErrImagePull", "not found"),
+        ),
+        (
+            {
+                "phase": "Pending",
+                "initContainerStatuses": [
+                    {"name": "host-check", "state": {"terminated": {"exitCode": 0}}},
+                    {"name": "artifacts", "state": {"running": {}}},
+                    {"name": "cri", "state": {"waiting": {"reason": "PodInitializing"}}},
+                ],
+            },
+            None,
+        ),
+        (
+            {
+                "phase": "Pending",
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "no",
+                    }
+                ],
+            },
+            ("", "Unschedulable", "no"),
+        ),
+        ({"phase": "Pending"}, ("", "Pending", "no container of the pod ever started")),
+        (
+            {
+                "phase": "Running",
+                "containerStatuses": [{"name": "label", "state": {"running": {}}}],
+            },
+            None,
+        ),
+    ],
+)
+def test_pod_stuck_says_why_a_pod_makes_no_progress(
+    status: dict[str, Any], expected: tuple[str, str, str] | None
+) -> None:
+    found = jobs.pod_stuck({"metadata": {"name": "p"}, "status": status})
+    if expected is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert (found.container, found.reason, found.termination_message) == expected

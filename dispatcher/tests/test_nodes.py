@@ -1,14 +1,15 @@
 """Node selection and admission (nodes.py).
 
-Cases: Kubernetes toleration matching rule by rule; which taints block (NoSchedule,
-NoExecute, not PreferNoSchedule); the DaemonSet controller's automatic tolerations and
-the host-network one; admit() naming node and taint; --nodes parsing; paginated live
+Cases: Kubernetes toleration matching rule by rule; which taints block a pinned pod
+(NoExecute only, as the kubelet checks); admit() naming node and taint, and not-Ready
+nodes; DoneRule (result annotation, hash, label); --nodes parsing; paginated live
 listing with a selector; explicit names (found, unknown, one-by-one vs. full list);
 an expired continue token; a selector the server rejects; waiting for nodes.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import fakes
@@ -40,32 +41,34 @@ def test_toleration_matching(
     assert toleration.tolerates(taint) is expected
 
 
-def test_prefer_no_schedule_never_blocks() -> None:
-    node = nodes.Node("n", taints=(Taint("k", "v", "PreferNoSchedule"),))
+@pytest.mark.parametrize("effect", ["PreferNoSchedule", "NoSchedule"])
+def test_only_no_execute_blocks_a_pinned_pod(effect: str) -> None:
+    # The scheduler never sees a nodeName-pinned pod; the kubelet checks NoExecute only.
+    node = nodes.Node("n", taints=(Taint("node-role.kubernetes.io/control-plane", "", effect),))
     assert nodes.blocking_taint(node, ()) is None
 
 
-def test_daemonset_tolerations_let_cordoned_and_not_ready_nodes_in() -> None:
-    tolerations = nodes.tolerations_from_pod_spec({})
-    for key, effect in [
-        ("node.kubernetes.io/unschedulable", "NoSchedule"),
-        ("node.kubernetes.io/not-ready", "NoExecute"),
-        ("node.kubernetes.io/unreachable", "NoExecute"),
-        ("node.kubernetes.io/disk-pressure", "NoSchedule"),
-    ]:
-        assert (
-            nodes.blocking_taint(nodes.Node("n", taints=(Taint(key, "", effect),)), tolerations)
-            is None
-        )
-    unavailable = nodes.Node(
-        "n", taints=(Taint("node.kubernetes.io/network-unavailable", "", "NoSchedule"),)
+def test_no_toleration_is_added_for_the_pod() -> None:
+    assert nodes.tolerations_from_pod_spec({}) == ()
+    assert nodes.tolerations_from_pod_spec({"hostNetwork": True}) == ()
+    gpu = nodes.Node("n", taints=(Taint("nvidia.com/gpu", "", "NoExecute"),))
+    assert nodes.blocking_taint(gpu, nodes.tolerations_from_pod_spec({})) == gpu.taints[0]
+
+
+def test_the_charts_default_toleration_lets_every_node_in() -> None:
+    everything = nodes.tolerations_from_pod_spec({"tolerations": [{"operator": "Exists"}]})
+    node = nodes.Node(
+        "n",
+        taints=(
+            Taint("node-role.kubernetes.io/control-plane", "", "NoSchedule"),
+            Taint("nvidia.com/gpu", "present", "NoExecute"),
+            Taint("node.kubernetes.io/unreachable", "", "NoExecute"),
+        ),
     )
-    assert nodes.blocking_taint(unavailable, tolerations) is not None
-    host_net = nodes.tolerations_from_pod_spec({"hostNetwork": True})
-    assert nodes.blocking_taint(unavailable, host_net) is None
+    assert nodes.blocking_taint(node, everything) is None
 
 
-def test_admit_names_node_and_taint() -> None:
+def test_admit_names_node_and_reason() -> None:
     tolerations = nodes.tolerations_from_pod_spec(
         {"tolerations": [{"key": "kata", "operator": "Exists"}]}
     )
@@ -73,17 +76,56 @@ def test_admit_names_node_and_taint() -> None:
         "cp", taints=(Taint("node-role.kubernetes.io/control-plane", "", "NoSchedule"),)
     )
     gpu = nodes.Node("gpu", taints=(Taint("kata", "yes", "NoExecute"),))
+    evicting = nodes.Node("ev", taints=(Taint("maintenance", "", "NoExecute"),))
+    down = nodes.Node("down", ready=False)
     plain = nodes.Node("w1")
-    admitted, skipped = nodes.admit([control, gpu, plain], tolerations)
-    assert [n.name for n in admitted] == ["gpu", "w1"]
-    assert skipped == [nodes.Skipped("cp", control.taints[0])]
+    admitted, skipped = nodes.admit([control, gpu, evicting, down, plain], tolerations)
+    assert [n.name for n in admitted] == ["cp", "gpu", "w1"]
+    assert skipped == [
+        nodes.Skipped("ev", nodes.SkipReason.UNTOLERATED_TAINT, evicting.taints[0]),
+        nodes.Skipped("down", nodes.SkipReason.NOT_READY),
+    ]
     assert skipped[0].as_dict() == {
-        "node": "cp",
+        "node": "ev",
         "reason": "UntoleratedTaint",
-        "taint": "node-role.kubernetes.io/control-plane:NoSchedule",
-        "message": "the per-node Job's pod does not tolerate taint "
-        "node-role.kubernetes.io/control-plane:NoSchedule",
+        "taint": "maintenance:NoExecute",
+        "message": "the per-node Job's pod does not tolerate taint maintenance:NoExecute",
     }
+    assert skipped[1].as_dict() == {
+        "node": "down",
+        "reason": "NodeNotReady",
+        "message": "the node is not Ready, so its pinned pod would not run",
+    }
+
+
+RULE = nodes.DoneRule("katacontainers.io/kata-deploy.rel", "0123456789abcdef", "kata/runtime")
+
+
+def _annotated(result: Any, *, label: str | None = "true") -> dict[str, Any]:
+    obj = fakes.node("a", labels={"kata/runtime": label} if label is not None else {})
+    if result is not None:
+        raw = result if isinstance(result, str) else json.dumps(result)
+        obj["metadata"]["annotations"] = {RULE.annotation: raw}
+    return obj
+
+
+@pytest.mark.parametrize(
+    ("result", "label", "done"),
+    [
+        ({"outcome": "installed", "configHash": "0123456789abcdef"}, "true", True),
+        ({"outcome": "installed", "configHash": "0123456789abcdef"}, None, False),
+        ({"outcome": "installed", "configHash": "0123456789abcdef"}, "false", False),
+        ({"outcome": "installed", "configHash": "ffffffffffffffff"}, "true", False),
+        ({"outcome": "failed", "configHash": "0123456789abcdef"}, "true", False),
+        ("not json", "true", False),
+        (["installed"], "true", False),
+        (None, "true", False),
+    ],
+)
+def test_done_rule(result: Any, label: str | None, done: bool) -> None:
+    assert RULE.done(_annotated(result, label=label)) is done
+    assert nodes.Node.from_api(_annotated(result, label=label), RULE).done is done
+    assert nodes.Node.from_api(_annotated(result, label=label)).done is False
 
 
 def test_node_from_api_reads_taints_and_readiness() -> None:

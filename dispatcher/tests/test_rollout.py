@@ -13,6 +13,7 @@ dispatching; --timeout; progress lines; a Job deleted under us; a rejected Job;
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -166,6 +167,78 @@ def test_inspect_pods_without_rights_degrades_to_the_job_condition(
     assert "not allowed to list pods" in caplog.text
 
 
+def test_a_pod_stuck_pending_is_read_before_its_deadline_and_named(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(3)
+    api.scripts["worker-001"] = fakes.Script(duration=120, pending_reason="ImagePullBackOff")
+    template["spec"]["activeDeadlineSeconds"] = 120
+    summary = run(api, make_settings(inspect_pods=True, progress_interval=10), template, clock)
+    [failure] = summary.failed
+    assert failure["reason"] == "DeadlineExceeded"
+    assert failure["container"] == "host-check"
+    assert failure["container_reason"] == "ImagePullBackOff"
+    assert failure["termination_message"] == "Back-off pulling image"
+    # read once as the deadline neared, once more when it failed (the pod was gone)
+    assert len(api.calls_of("list_pods")) == 2
+
+
+def test_no_pod_is_read_early_without_a_deadline(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(2)
+    api.default = fakes.Script(duration=300)
+    template["spec"].pop("activeDeadlineSeconds", None)
+    summary = run(api, make_settings(inspect_pods=True, progress_interval=10), template, clock)
+    assert summary.succeeded == 2 and not api.calls_of("list_pods")
+
+
+def _with_result(name: str, result: dict[str, str] | None, *, label: bool = True) -> Any:
+    obj = fakes.node(name, labels={"katacontainers.io/kata-runtime": "true"} if label else {})
+    if result is not None:
+        obj["metadata"]["annotations"] = {"katacontainers.io/kata-deploy.rel": json.dumps(result)}
+    return obj
+
+
+def test_skip_done_creates_no_job_for_nodes_already_installed(
+    clock: fakes.FakeClock, make_settings: MakeSettings, template: dict[str, Any]
+) -> None:
+    current = {"outcome": "installed", "configHash": "aaaa000011112222"}
+    api = fakes.FakeApi(
+        clock,
+        nodes=[
+            _with_result("done-1", current),
+            _with_result("done-2", current),
+            _with_result("old-config", {**current, "configHash": "ffff000011112222"}),
+            _with_result("failed", {**current, "outcome": "failed"}),
+            _with_result("unlabelled", current, label=False),
+            _with_result("new", None, label=False),
+        ],
+    )
+    config = make_settings(
+        skip_done=True,
+        result_annotation="katacontainers.io/kata-deploy.rel",
+        config_hash="aaaa000011112222",
+    )
+    summary = run(api, config, template, clock)
+    assert summary.outcome is rollout.Outcome.SUCCEEDED
+    assert summary.already_done == 2 and summary.succeeded == 4 and summary.nodes_total == 6
+    assert set(api.created) == {job_of(n) for n in ("old-config", "failed", "unlabelled", "new")}
+    # nothing to do at all: no Job, no watch
+    api2 = fakes.FakeApi(clock, nodes=[_with_result("done-1", current)])
+    again = run(api2, config, template, clock)
+    assert again.already_done == 1 and not api2.created
+    assert not api2.calls_of("watch_jobs") and not api2.calls_of("list_jobs")
+
+
+def test_a_missing_anchor_is_a_usage_error(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(1)
+    with pytest.raises(errors.UsageError, match="ConfigMap kata/templates not found"):
+        run(api, make_settings(anchor_configmap="templates"), template, clock)
+
+
 def test_unknown_names_fail_and_the_rest_proceed(
     make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
 ) -> None:
@@ -179,29 +252,84 @@ def test_unknown_names_fail_and_the_rest_proceed(
     assert set(api.created) == {job_of("worker-000"), job_of("worker-002")}
 
 
-def test_tainted_nodes_are_skipped_and_reported(
+def test_no_schedule_taints_do_not_keep_a_pinned_job_off(
     clock: fakes.FakeClock, make_settings: MakeSettings, template: dict[str, Any]
 ) -> None:
+    # A kubeadm control plane and a GPU node: selected, so they get Kata.
     api = fakes.FakeApi(
         clock,
         nodes=[
             fakes.node("cp", taints=[("node-role.kubernetes.io/control-plane", "", "NoSchedule")]),
-            fakes.node("kata-only", taints=[("kata", "yes", "NoSchedule")]),
+            fakes.node("gpu", taints=[("nvidia.com/gpu", "", "NoSchedule")]),
             fakes.node("w"),
         ],
     )
     summary = run(api, make_settings(), template, clock)
-    assert summary.outcome is rollout.Outcome.SUCCEEDED and summary.succeeded == 2
-    assert summary.skipped == [
-        {
-            "node": "cp",
-            "reason": "UntoleratedTaint",
-            "taint": "node-role.kubernetes.io/control-plane:NoSchedule",
-            "message": "the per-node Job's pod does not tolerate taint "
-            "node-role.kubernetes.io/control-plane:NoSchedule",
-        }
+    assert summary.outcome is rollout.Outcome.SUCCEEDED and summary.succeeded == 3
+    assert summary.skipped == []
+
+
+def _unreachable_nodes(clock: fakes.FakeClock) -> fakes.FakeApi:
+    return fakes.FakeApi(
+        clock,
+        nodes=[
+            fakes.node("evicting", taints=[("maintenance", "", "NoExecute")]),
+            fakes.node("down", ready=False),
+            fakes.node("w1"),
+            fakes.node("w2"),
+        ],
+    )
+
+
+def test_nodes_a_pinned_pod_cannot_run_on_are_not_done(
+    clock: fakes.FakeClock, make_settings: MakeSettings, template: dict[str, Any]
+) -> None:
+    api = _unreachable_nodes(clock)
+    summary = run(api, make_settings(), template, clock)
+    assert summary.outcome is rollout.Outcome.FAILED
+    assert summary.exit_code is errors.ExitCode.NODES_FAILED
+    assert summary.succeeded == 2
+    assert [(s["node"], s["reason"]) for s in summary.skipped] == [
+        ("down", "NodeNotReady"),
+        ("evicting", "UntoleratedTaint"),
     ]
-    assert job_of("cp") not in api.created
+    assert summary.skipped[1]["taint"] == "maintenance:NoExecute"
+    assert set(api.created) == {job_of("w1"), job_of("w2")}
+
+
+@pytest.mark.parametrize(
+    ("budget", "outcome"),
+    [
+        (settings.Budget(1), rollout.Outcome.FAILED),
+        (settings.Budget(2), rollout.Outcome.SUCCEEDED),
+        (settings.Budget(25, percent=True), rollout.Outcome.FAILED),  # 1 of 4 nodes
+        (settings.Budget(50, percent=True), rollout.Outcome.SUCCEEDED),
+    ],
+)
+def test_the_failure_budget_counts_skipped_and_failed_nodes(
+    clock: fakes.FakeClock,
+    make_settings: MakeSettings,
+    template: dict[str, Any],
+    budget: settings.Budget,
+    outcome: rollout.Outcome,
+) -> None:
+    api = _unreachable_nodes(clock)
+    summary = run(api, make_settings(max_failed_nodes=budget), template, clock)
+    assert summary.outcome is outcome
+    assert summary.max_failed_nodes == budget.allowed(4)
+    assert len(summary.skipped) == 2  # named either way
+
+
+def test_a_failed_node_within_the_budget_is_still_named(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(5)
+    api.scripts["worker-003"] = fakes.Script(succeed=False, reason="BackoffLimitExceeded")
+    summary = run(api, make_settings(max_failed_nodes=settings.Budget(1)), template, clock)
+    assert summary.outcome is rollout.Outcome.SUCCEEDED
+    assert summary.exit_code is errors.ExitCode.OK
+    assert [f["node"] for f in summary.failed] == ["worker-003"]
+    assert summary.as_dict()["max_failed_nodes"] == 1
 
 
 def test_this_owners_jobs_are_adopted_not_duplicated(
@@ -217,14 +345,22 @@ def test_this_owners_jobs_are_adopted_not_duplicated(
     assert api.max_unfinished <= 2
 
 
-def test_an_earlier_owners_job_is_replaced(
+def _earlier(template: dict[str, Any], *, same_template: bool) -> dict[str, str]:
+    """Labels of a per-node Job an earlier dispatcher built."""
+    labels = jobs.selector_labels(release="kata-deploy", stage="install", owner="dispatcher")
+    if same_template:
+        labels[jobs.TEMPLATE_HASH_LABEL] = jobs.template_hash(template)
+    return labels
+
+
+def test_an_earlier_owners_failed_job_is_replaced(
     make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
 ) -> None:
     api = make_api(2)
-    labels = jobs.selector_labels(release="kata-deploy", stage="install", owner="dispatcher")
+    labels = _earlier(template, same_template=True)
     stale = api.add_job(job_of("worker-000"), labels=labels, owner_uid="old-uid", finished=False)
     summary = run(api, make_settings(), template, clock)
-    assert summary.succeeded == 2
+    assert summary.succeeded == 2 and summary.adopted == 0
     [delete] = api.calls_of("delete_job")
     assert delete.args == {
         "namespace": "kata",
@@ -232,6 +368,68 @@ def test_an_earlier_owners_job_is_replaced(
         "uid": stale["metadata"]["uid"],
     }
     assert api.jobs[job_of("worker-000")]["metadata"]["ownerReferences"][0]["uid"] == "owner-uid"
+
+
+def test_an_earlier_owners_running_job_is_taken_over_not_killed(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(3)
+    api.configmaps["templates"] = {"metadata": {"name": "templates", "uid": "cm-uid"}}
+    labels = _earlier(template, same_template=True)
+    running = api.add_job(
+        job_of("worker-000"), labels=labels, owner_uid="old-uid", node="worker-000"
+    )
+    done = api.add_job(job_of("worker-001"), labels=labels, owner_uid="old-uid", finished=True)
+    config = make_settings(anchor_configmap="templates")
+    summary = run(api, config, template, clock)
+    assert summary.outcome is rollout.Outcome.SUCCEEDED and summary.succeeded == 3
+    assert summary.adopted == 2
+    assert set(api.created) == {job_of("worker-002")}  # the other two kept their Jobs
+    assert not api.calls_of("delete_job")
+    for job, name in ((running, "worker-000"), (done, "worker-001")):
+        [patch] = [c for c in api.calls_of("patch_job") if c.args["name"] == job_of(name)]
+        assert patch.args["patch"][0] == {
+            "op": "test",
+            "path": "/metadata/uid",
+            "value": job["metadata"]["uid"],
+        }
+        refs = api.jobs[job_of(name)]["metadata"]["ownerReferences"]
+        assert [(r["kind"], r["uid"]) for r in refs] == [
+            ("Job", "owner-uid"),
+            ("ConfigMap", "cm-uid"),
+        ]
+    created = api.jobs[job_of("worker-002")]
+    assert [r["uid"] for r in created["metadata"]["ownerReferences"]] == ["owner-uid", "cm-uid"]
+    assert created["metadata"]["labels"][jobs.TEMPLATE_HASH_LABEL] == jobs.template_hash(template)
+
+
+def test_a_job_from_another_template_finishes_then_is_replaced(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(2)
+    old = _earlier(template, same_template=False)
+    running = api.add_job(job_of("worker-000"), labels=old, owner_uid="old-uid", node="worker-000")
+    api.add_job(job_of("worker-001"), labels=old, owner_uid="old-uid", finished=True)
+    summary = run(api, make_settings(parallelism=1), template, clock)
+    assert summary.outcome is rollout.Outcome.SUCCEEDED and summary.succeeded == 2
+    # The running one was taken over and left to finish (never deleted mid-install),
+    # then replaced; the finished one was replaced straight away.
+    deletes = [c.args["uid"] for c in api.calls_of("delete_job")]
+    assert running["metadata"]["uid"] in deletes and len(deletes) == 2
+    assert api.created == {job_of("worker-000"): 1, job_of("worker-001"): 1}
+    assert api.max_unfinished <= 1
+
+
+def test_a_job_whose_uid_changed_under_the_take_over_is_looked_at_again(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(1)
+    labels = _earlier(template, same_template=True)
+    api.add_job(job_of("worker-000"), labels=labels, owner_uid="old-uid", node="worker-000")
+    api.fail("patch_job", errors.Invalid("patch Job", status=422, reason="Invalid"))
+    summary = run(api, make_settings(), template, clock)
+    assert summary.outcome is rollout.Outcome.SUCCEEDED and summary.adopted == 1
+    assert len(api.calls_of("patch_job")) == 2 and not api.created
 
 
 def test_a_lingering_old_job_is_replaced_once_it_is_gone(
@@ -272,10 +470,17 @@ def test_rerun_after_a_crash_converges(
     assert second.outcome is rollout.Outcome.SUCCEEDED and second.succeeded == 9
     assert set(api.created.values()) == {1}
     assert len(api.created) == 9
-    # A new owner (helm upgrade re-created the dispatcher Job): every Job replaced once.
+    # A new owner (helm upgrade re-created the dispatcher Job) with the same template:
+    # every Job is taken over, none created again.
     api.jobs["dispatcher"]["metadata"]["uid"] = "owner-uid-2"
     third = run(api, make_settings(parallelism=2), template, clock)
-    assert third.succeeded == 9
+    assert third.succeeded == 9 and third.adopted == 9
+    assert set(api.created.values()) == {1}
+    # Another template (new values): every finished Job is replaced once.
+    api.jobs["dispatcher"]["metadata"]["uid"] = "owner-uid-3"
+    template["spec"]["backoffLimit"] = 5
+    fourth = run(api, make_settings(parallelism=2), template, clock)
+    assert fourth.succeeded == 9 and fourth.adopted == 0
     assert set(api.created.values()) == {2}
     assert api.max_unfinished <= 2
 

@@ -7,13 +7,20 @@ install dispatcher Job, created suspended. The real `kata-dispatcher` then runs 
 local process with a TokenRequest token of the chart's dispatcher ServiceAccount (so
 the chart's RBAC is what it gets) and the chart's own arguments, parallelism 7.
 
+The chart is rendered with `job.nodeSelectorExpressions: []`, so every node is
+selected, the kubeadm-style control-plane nodes (NoSchedule) and the tainted ones
+included: the per-node Jobs' default toleration and `nodeName` pinning must get them
+Kata, as the seed promises for single-node clusters and CI.
+
 Cases (one flow):
 - the first run is SIGKILLed mid-rollout; the second run converges: every selected node
-  has exactly one Job (adopted, never duplicated), control-plane nodes are not
-  selected, tainted nodes are skipped and named, the failing nodes are named in the
-  summary and the exit code is 1; an independent watch never sees more than 7
-  unfinished Jobs;
-- deleting the dispatcher Job garbage-collects every per-node Job (ownerReference).
+  has exactly one Job (adopted, never duplicated), control-plane and tainted nodes
+  included, nothing skipped, the failing nodes are named in the summary and the exit
+  code is 1; an independent watch never sees more than 7 unfinished Jobs;
+- deleting the dispatcher Job leaves the per-node Jobs (the job-templates ConfigMap
+  co-owns them); a new dispatcher Job (what `helm upgrade` creates) takes every one
+  over without creating a Job, their UIDs unchanged; deleting the ConfigMap then
+  garbage-collects them all.
 """
 
 from __future__ import annotations
@@ -58,7 +65,8 @@ def chart(big: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
     tmp = tmp_path_factory.mktemp("dispatch-chart")
     out = helpers.helm(big, "template", RELEASE, str(CHART), "-n", NS,
                        "--set", "deploymentMode=job", "--set", f"job.parallelism={PARALLELISM}",
-                       "--set", "job.backoffLimit=0").stdout  # fmt: skip
+                       "--set", "job.backoffLimit=0", "--set", "job.reinstall=true",
+                       "--set-json", "job.nodeSelectorExpressions=[]").stdout  # fmt: skip
     docs = [d for d in yaml.safe_load_all(out) if isinstance(d, dict)]
     keep = {
         "ServiceAccount",
@@ -99,7 +107,12 @@ def chart(big: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, A
     kubeconfig.write_text(
         kubeconfig_text(server=big.server, ca_cert=big.certs.ca_cert, user={"token": token})
     )
-    return {"args": args, "kubeconfig": kubeconfig, "owner": dispatcher["metadata"]["name"]}
+    return {
+        "args": args,
+        "kubeconfig": kubeconfig,
+        "owner": dispatcher["metadata"]["name"],
+        "dispatcher": dispatcher,
+    }
 
 
 def _dispatcher(big: Cluster, chart: dict[str, Any], log: Path) -> subprocess.Popen[str]:
@@ -119,8 +132,8 @@ def test_killed_and_rerun_dispatcher_converges_within_parallelism(
     names = big.kwok_node_names()
     control_plane = set(names[: st.control_plane])
     tainted = set(names[st.control_plane : st.control_plane + st.tainted])
-    selected = set(names) - control_plane
-    installed = selected - tainted
+    assert control_plane and tainted
+    selected = installed = set(names)
     with helpers.JobWatch(big, NS, f"{PREFIX}/release={RELEASE}") as watch:
         first = _dispatcher(big, chart, tmp_path / "first.log")
         wait_for("40 per-node Jobs", lambda: len(watch.created) >= 40, timeout=180)
@@ -134,7 +147,7 @@ def test_killed_and_rerun_dispatcher_converges_within_parallelism(
     assert second.returncode == 1, log[-3000:]
     summary = json.loads(out.strip().splitlines()[-1])
     assert sorted(f["node"] for f in summary["failed"]) == sorted(FAILING)
-    assert sorted(s["node"] for s in summary["skipped"]) == sorted(tainted)
+    assert summary["skipped"] == []
     assert summary["nodes_total"] == len(selected)
     assert summary["succeeded"] == len(installed) - len(FAILING)
     assert summary["peak_in_flight"] <= PARALLELISM
@@ -151,12 +164,47 @@ def test_killed_and_rerun_dispatcher_converges_within_parallelism(
     TIMES["dispatcher 220 nodes killed + rerun"] = time.monotonic() - t0
 
 
-def test_deleting_the_dispatcher_job_collects_every_per_node_job(
-    big: Cluster, chart: dict[str, Any]
+def test_a_new_dispatcher_takes_over_and_the_configmap_collects_them(
+    big: Cluster, chart: dict[str, Any], tmp_path: Path
 ) -> None:
-    assert helpers.jobs(big, NS, f"{PREFIX}/owner={chart['owner']}")
+    before = {j["metadata"]["name"]: j["metadata"]["uid"]
+              for j in helpers.jobs(big, NS, f"{PREFIX}/release={RELEASE}")}  # fmt: skip
+    assert before, "the first test left no per-node Jobs"
+    batch = big.api("BatchV1Api")
+    batch.delete_namespaced_job(chart["owner"], NS, propagation_policy="Background")
+    wait_for(
+        "the dispatcher Job to be gone",
+        lambda: (
+            not [j for j in helpers.jobs(big, NS, "") if j["metadata"]["name"] == chart["owner"]]
+        ),
+        timeout=60,
+    )
+    time.sleep(3)  # give the garbage collector time to act, were it going to
+    survivors = {j["metadata"]["name"]: j["metadata"]["uid"]
+                 for j in helpers.jobs(big, NS, f"{PREFIX}/release={RELEASE}")}  # fmt: skip
+    assert survivors == before, "deleting the dispatcher Job collected per-node Jobs"
 
-    big.api("BatchV1Api").delete_namespaced_job(chart["owner"], NS, propagation_policy="Background")
+    # What helm upgrade does: a new dispatcher Job of the same name, then the dispatcher.
+    owner = chart["dispatcher"]
+    batch.create_namespaced_job(NS, owner)
+    rerun = _dispatcher(big, chart, tmp_path / "rerun.log")
+    out, _ = rerun.communicate(timeout=300)
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["adopted"] == len(before) - len(FAILING), (tmp_path / "rerun.log").read_text()[
+        -3000:
+    ]
+    after = {j["metadata"]["name"]: j["metadata"]["uid"]
+             for j in helpers.jobs(big, NS, f"{PREFIX}/release={RELEASE}")}  # fmt: skip
+    kept = {n: u for n, u in after.items() if before.get(n) == u}
+    assert len(kept) == len(before) - len(FAILING), "succeeded Jobs were re-created, not adopted"
+
+    templates = next(
+        c["metadata"]["name"]
+        for c in kubeapi.get_json(big.core().list_namespaced_config_map, NS)["items"]
+        if "install-job.yaml" in (c.get("data") or {})
+    )
+    big.core().delete_namespaced_config_map(templates, NS, propagation_policy="Background")
+    batch.delete_namespaced_job(owner["metadata"]["name"], NS, propagation_policy="Background")
     wait_for(
         "the garbage collector to remove every per-node Job",
         lambda: not helpers.jobs(big, NS, f"{PREFIX}/release={RELEASE}"),

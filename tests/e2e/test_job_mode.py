@@ -13,8 +13,10 @@ The cases run in order and share one release; each asserts one scenario:
   runner nodes labelled and changed, the others untouched, RuntimeClasses present;
 - test_added_nodes_get_installed_on_upgrade (2): new nodes + `helm upgrade
   --reuse-values`: the new nodes are installed, the old hosts are not rewritten;
-- test_killed_dispatcher_then_upgrade_converges (4): the dispatcher pod is killed
-  mid-rollout, helm reports the failure, the next upgrade covers every node once;
+- test_killed_dispatcher_then_upgrade_converges (4): an upgrade that changes a value
+  has its dispatcher pod killed mid-rollout, helm reports the failure, the next upgrade
+  adopts the Jobs in flight and covers every node with exactly one Job of the new
+  template across both runs;
 - test_uninstall_leaves_nothing (5): the cleanup dispatcher reverts every labelled
   node: no label, hosts byte-equal to their originals, nothing of the release left.
 """
@@ -38,6 +40,7 @@ NS = "kata-job"
 FAIL_RELEASE = "kata-broken"
 FAIL_NS = "kata-fail"
 POOL = "kata-deploy.test/pool"
+TEMPLATE_HASH = f"{PREFIX}/template-hash"
 GPU_VALUES = str(CHART / "try-kata-nvidia-gpu.values.yaml")
 DISPATCHER = f"{RELEASE}-kata-deploy-job-dispatcher"
 
@@ -137,8 +140,12 @@ def test_install_on_a_selected_subset(
     for job in jobs:
         assert helpers.finished(job) == "Complete", job["metadata"]["name"]
         refs = job["metadata"]["ownerReferences"]
-        assert [(r["kind"], r["name"], r["uid"]) for r in refs] == [("Job", DISPATCHER, owner)]
-        assert not refs[0].get("controller")
+        assert [(r["kind"], r["name"], r["uid"]) for r in refs[:1]] == [("Job", DISPATCHER, owner)]
+        # co-owned by the release's job-templates ConfigMap, so a re-run adopts it
+        assert [(r["kind"], r["name"].endswith("-job-templates")) for r in refs[1:]] == [
+            ("ConfigMap", True)
+        ]
+        assert not any(r.get("controller") for r in refs)
         assert job["spec"]["template"]["spec"]["nodeName"] == helpers.job_node(job)
     assert 2 <= watch.peak <= 5, watch.peak
     assert sorted(watch.nodes_created()) == sorted(selected)
@@ -185,25 +192,23 @@ def test_killed_dispatcher_then_upgrade_converges(
 ) -> None:
     t0 = time.monotonic()
     selected = pool["kwok"] + pool["runner"]
-    old_owner = _dispatcher_uid(fleet)
     core = fleet.core()
     with helpers.JobWatch(fleet, NS, f"{PREFIX}/release={RELEASE}") as watch:
+        with watch._lock:
+            earlier = set(watch.created)
+        # A changed value (debug logging) changes what every node gets: every node needs
+        # a Job built from the new template.
         upgrade = subprocess.Popen(
             ["helm", "--kubeconfig", str(fleet.kubeconfig), "upgrade", RELEASE, str(CHART),
-             "-n", NS, "--reuse-values", "--timeout", "3m"],
+             "-n", NS, "--reuse-values", "--set", "env.debug=true", "--timeout", "3m"],
             env=fleet.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
 
-        def new_jobs() -> int:
+        def new_jobs() -> list[helpers.Obj]:
             with watch._lock:
-                return sum(
-                    1
-                    for j in watch.created.values()
-                    if j["metadata"].get("ownerReferences")
-                    and j["metadata"]["ownerReferences"][0]["uid"] != old_owner
-                )
+                return [j for uid, j in watch.created.items() if uid not in earlier]
 
-        wait_for("the new dispatcher to create 7 Jobs", lambda: new_jobs() >= 7, timeout=120)
+        wait_for("the new dispatcher to create 7 Jobs", lambda: len(new_jobs()) >= 7, timeout=120)
         pods = kubeapi.get_json(
             core.list_namespaced_pod, NS, label_selector="app.kubernetes.io/component=dispatcher"
         )["items"]
@@ -214,17 +219,23 @@ def test_killed_dispatcher_then_upgrade_converges(
         assert upgrade.returncode != 0, "helm upgrade succeeded although its dispatcher was killed"
         assert "post-upgrade" in err, err
         assert DISPATCHER in err, err
-        partial = {helpers.job_node(j) for j in _install_jobs(fleet, NS, RELEASE)}
+        partial = {helpers.job_node(j) for j in new_jobs()}
         assert partial < set(selected), "the killed dispatcher still covered every node"
 
-        helm(fleet, "upgrade", RELEASE, str(CHART), "-n", NS, "--reuse-values", "--timeout", "3m")
-        final_owner = _dispatcher_uid(fleet)
+        # --reuse-values takes the last *deployed* release's values: name the change again.
+        helm(fleet, "upgrade", RELEASE, str(CHART), "-n", NS, "--reuse-values",
+             "--set", "env.debug=true", "--timeout", "3m")  # fmt: skip
+        created = Counter(helpers.job_node(j) for j in new_jobs())
+    # Across the killed run and the re-run, every node got exactly one Job of the new
+    # template: the ones the killed dispatcher started were adopted, never re-created.
+    assert sorted(created) == sorted(selected)
+    assert set(created.values()) == {1}, {n: c for n, c in created.items() if c > 1}
     jobs = _install_jobs(fleet, NS, RELEASE)
     per_node = Counter(helpers.job_node(j) for j in jobs)
     assert sorted(per_node) == sorted(selected)
     assert set(per_node.values()) == {1}
-    assert all(j["metadata"]["ownerReferences"][0]["uid"] == final_owner for j in jobs)
     assert all(helpers.finished(j) == "Complete" for j in jobs)
+    assert len({j["metadata"]["labels"][TEMPLATE_HASH] for j in jobs}) == 1
     assert watch.peak <= 5, watch.peak
     assert set(pool["runner"]) <= helpers.labelled(fleet)
     TIMES["4 killed dispatcher + upgrade"] = time.monotonic() - t0

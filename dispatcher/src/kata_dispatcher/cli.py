@@ -48,15 +48,19 @@ the per-node install or cleanup Job template; you can also run it by hand agains
 cluster with --kubeconfig.
 
 Nodes: --nodes names them (a name that does not exist is reported as a failed node,
-the others proceed); else --selector picks them by label; else every node. A node whose
-NoSchedule/NoExecute taints the template's pod does not tolerate is skipped, as a
-DaemonSet would skip it, and reported.
+the others proceed); else --selector picks them by label; else every node. Every
+selected node should get a Job: one that is not Ready, or has a NoExecute taint the
+template's pod does not tolerate (the kubelet's check for a pinned pod), gets none and
+is reported as not done. With --skip-done, a node that already has this configuration
+(its result annotation and label) needs no Job.
 
 Each Job is named <template metadata.name>-<node> (shortened with a hash when needed),
-pinned with spec.template.spec.nodeName, labelled with release, stage, node and owner,
-and owned (non-controller ownerReference) by the --owner-job Job, so deleting that Job
-garbage-collects them. A Job left by an earlier run of the same owner is adopted; one
-left by an earlier owner is replaced.
+pinned with spec.template.spec.nodeName, labelled with release, stage, node, owner and
+the template's hash, and owned (non-controller ownerReference) by the --owner-job Job
+and, with --anchor-configmap, by that ConfigMap too. A Job left by an earlier run of the
+same owner is adopted; one an earlier dispatcher left running, or that succeeded from
+the same template, is taken over (its ownerReferences patched); a failed one, or a
+finished one from another template, is replaced.
 
 DaemonSet teardown (--delete-daemonset NAME, the chart's DaemonSet-mode pre-delete hook):
 instead of dispatching Jobs, delete the DaemonSet NAME in --namespace with foreground
@@ -76,8 +80,9 @@ failed and skipped with reasons, peak_in_flight, api_requests, elapsed_seconds),
 with --dry-run, the Jobs as YAML. With --delete-daemonset the line has result
 (deleted, absent, timeout, terminated or dry-run), pods_remaining and the pods left.
 
-Exit codes: 0 every node succeeded (--delete-daemonset: the DaemonSet is gone, or was
-never there); 1 one or more nodes failed or do not exist; 2 bad flags, template,
+Exit codes: 0 every node done, or those not done within --max-failed-nodes
+(--delete-daemonset: the DaemonSet is gone, or was never there); 1 more nodes failed,
+got no Job or do not exist than --max-failed-nodes allows; 2 bad flags, template,
 kubeconfig, missing owner Job or missing RBAC rights; 3 the API server stayed
 unreachable for the whole --retry-budget; 4 --timeout reached (--delete-daemonset: the
 DaemonSet still exists); 143 stopped by SIGTERM or SIGINT (summary still printed).
@@ -106,6 +111,12 @@ _DISPATCH_ONLY = (
     "wait_for_nodes",
     "inspect_pods",
     "remove_install_jobs",
+    "anchor_configmap",
+    "skip_done",
+    "result_annotation",
+    "config_hash",
+    "done_label",
+    "max_failed_nodes",
 )
 
 TRUE = {"1", "true", "yes", "on"}
@@ -141,6 +152,13 @@ def _positive_seconds(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be more than zero seconds")
     return value
+
+
+def _budget(text: str) -> settings.Budget:
+    try:
+        return settings.Budget.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most N per-node Jobs unfinished at any time (default: 1)",
     )
     pace.add_argument(
+        "--max-failed-nodes",
+        metavar="N|P%",
+        type=_budget,
+        help="the run still succeeds (exit 0) when at most N selected nodes, or P%% of "
+        "them rounded down, failed or got no Job (not Ready, untolerated NoExecute taint, "
+        "no such node); the summary names every one (default: 0)",
+    )
+    pace.add_argument(
         "--timeout",
         metavar="SECONDS",
         type=_seconds,
@@ -241,6 +267,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="cleanup runs only: once every node succeeded, delete the install dispatcher "
         "Job NAME and every install-stage Job of this release",
+    )
+    beh.add_argument(
+        "--anchor-configmap",
+        metavar="NAME",
+        help="a ConfigMap in --namespace that co-owns every per-node Job (the chart's "
+        "Job-template ConfigMap): deleting the dispatcher Job then leaves Jobs in flight "
+        "running, for the next dispatcher to adopt (needs 'get' on that ConfigMap)",
+    )
+    done = parser.add_argument_group(
+        "skipping nodes already done (install runs only; all three values together)"
+    )
+    done.add_argument(
+        "--skip-done",
+        action="store_true",
+        default=None,
+        help="create no Job for a node whose --result-annotation says outcome 'installed' "
+        "with --config-hash and which carries --done-label=true",
+    )
+    done.add_argument(
+        "--result-annotation",
+        metavar="KEY",
+        help="the Node annotation the installer writes its result into",
+    )
+    done.add_argument("--config-hash", metavar="HASH", help="the hash of what this run installs")
+    done.add_argument(
+        "--done-label",
+        metavar="KEY",
+        help="the label an installed node carries (default: katacontainers.io/kata-runtime)",
     )
     tear = parser.add_argument_group("DaemonSet teardown (instead of dispatching Jobs)")
     tear.add_argument(
@@ -448,10 +502,31 @@ def _dispatch_settings(
     for value, what in ((release, "--release"), (args.owner_job, "--owner-job")):
         if not jobs.is_label_value(value):
             parser.error(f"{what} {value!r} is not a valid Kubernetes label value")
+    if args.skip_done:
+        if stage is not settings.Stage.INSTALL:
+            parser.error("--skip-done only makes sense with --stage install (cleanup never skips)")
+        missing = [
+            flag
+            for flag, value in (
+                ("--result-annotation", args.result_annotation),
+                ("--config-hash", args.config_hash),
+            )
+            if not value
+        ]
+        if missing:
+            parser.error(f"--skip-done needs {' and '.join(missing)}")
+    if args.anchor_configmap and not _DNS_SUBDOMAIN.match(args.anchor_configmap):
+        parser.error(f"--anchor-configmap {args.anchor_configmap!r} is not a valid ConfigMap name")
     kwargs: dict[str, Any] = {
         "parallelism": args.parallelism,
         "inspect_pods": args.inspect_pods,
         "wait_for_nodes": args.wait_for_nodes,
+        "anchor_configmap": args.anchor_configmap or None,
+        "skip_done": args.skip_done,
+        "result_annotation": args.result_annotation,
+        "config_hash": args.config_hash,
+        "done_label": args.done_label,
+        "max_failed_nodes": args.max_failed_nodes,
     }
     config = settings.Settings(
         template=pathlib.Path(args.template),

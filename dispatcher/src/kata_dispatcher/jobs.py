@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import enum
 import hashlib
+import json
 import pathlib
 import re
 from typing import Any
@@ -29,6 +30,7 @@ STAGE_LABEL = f"{LABEL_PREFIX}/stage"
 NODE_LABEL = f"{LABEL_PREFIX}/node"
 OWNER_LABEL = f"{LABEL_PREFIX}/owner"
 NODE_NAME_ANNOTATION = f"{LABEL_PREFIX}/node-name"
+TEMPLATE_HASH_LABEL = f"{LABEL_PREFIX}/template-hash"
 
 # A Job's name becomes the value of its pods' `job-name` label, so it must be a valid
 # label value as well as a DNS-1123 subdomain: we keep it a DNS-1123 label (<= 63).
@@ -104,8 +106,52 @@ class TemplateError(errors.UsageError):
 
 @dataclasses.dataclass(frozen=True)
 class Owner:
+    """An object a per-node Job names in its ownerReferences: the dispatcher Job, and
+    optionally an anchor (the release's Job-template ConfigMap)."""
+
     name: str
     uid: str
+    kind: str = "Job"
+    api_version: str = "batch/v1"
+
+    def reference(self) -> Obj:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": False,
+            "blockOwnerDeletion": False,
+        }
+
+
+def owner_references(owner: Owner, anchor: Owner | None) -> list[Obj]:
+    """The owner references of a per-node Job: its dispatcher Job, then the anchor."""
+    return [owner.reference()] + ([anchor.reference()] if anchor is not None else [])
+
+
+def template_hash(template: Obj) -> str:
+    """16 hex digits naming the template's content (key order does not matter): a Job
+    built from another template (other values, another image) carries another hash."""
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def template_hash_of(job: Obj) -> str:
+    return str(((job.get("metadata") or {}).get("labels") or {}).get(TEMPLATE_HASH_LABEL) or "")
+
+
+def adoption_patch(uid: str, owner: Owner, anchor: Owner | None) -> list[Obj]:
+    """A JSON patch that moves the Job `uid` to `owner`: it applies only to that exact
+    object (a `test` on its UID) and replaces its owner references in one step."""
+    return [
+        {"op": "test", "path": "/metadata/uid", "value": uid},
+        {
+            "op": "replace",
+            "path": "/metadata/ownerReferences",
+            "value": owner_references(owner, anchor),
+        },
+    ]
 
 
 def check_template(template: Any, *, source: str) -> Obj:
@@ -175,6 +221,8 @@ def build(
     release: str,
     stage: str,
     namespace: str,
+    anchor: Owner | None = None,
+    digest: str = "",
 ) -> Obj:
     """The per-node Job: a deep copy of the template, pinned to `node`, labelled, owned.
 
@@ -186,6 +234,12 @@ def build(
     server demands `update` on jobs/finalizers from us (OwnerReferencesPermissionEnforcement),
     a right the dispatcher does not have, and foreground deletion of the dispatcher
     Job would wait for every per-node Job; it does not need to.
+
+    With an `anchor` (the release's Job-template ConfigMap, which keeps its UID across
+    upgrades), the Job has a second owner: when Helm deletes the dispatcher Job before
+    the next run, the garbage collector keeps the per-node Jobs (they still have a live
+    owner) and the next dispatcher adopts the ones in flight. `digest` is the template's
+    hash, kept in a label to tell which template a Job was built from.
     """
     job = copy.deepcopy(template)
     meta: Obj = job.setdefault("metadata", {})
@@ -198,20 +252,15 @@ def build(
         **selector_labels(release=release, stage=stage, owner=owner.name),
         NODE_LABEL: node_label_value(node),
     }
-    meta["labels"] = {**(meta.get("labels") or {}), **labels}
+    meta["labels"] = {
+        **(meta.get("labels") or {}),
+        **labels,
+        **({TEMPLATE_HASH_LABEL: digest} if digest else {}),
+    }
     meta["annotations"] = {**(meta.get("annotations") or {}), NODE_NAME_ANNOTATION: node}
-    refs = [r for r in meta.get("ownerReferences") or [] if r.get("uid") != owner.uid]
-    refs.append(
-        {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "name": owner.name,
-            "uid": owner.uid,
-            "controller": False,
-            "blockOwnerDeletion": False,
-        }
-    )
-    meta["ownerReferences"] = refs
+    ours = {owner.uid} | ({anchor.uid} if anchor is not None else set())
+    refs = [r for r in meta.get("ownerReferences") or [] if r.get("uid") not in ours]
+    meta["ownerReferences"] = refs + owner_references(owner, anchor)
     pod_template: Obj = job["spec"]["template"]
     pod_meta: Obj = pod_template.setdefault("metadata", {})
     pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **labels}
@@ -317,6 +366,39 @@ def pod_failure(pod: Obj) -> PodFailure | None:
             name,
             reason=str(status.get("reason") or ""),
             termination_message=str(status.get("message") or ""),
+        )
+    return None
+
+
+def pod_stuck(pod: Obj) -> PodFailure | None:
+    """Why a pod that has not finished is not making progress, if it says: a container
+    (init containers first) waiting for a reason other than its turn (ImagePullBackOff,
+    CreateContainerConfigError...), else not scheduled, else no container started at all
+    (a node whose kubelet never picked the pod up)."""
+    name = name_of(pod)
+    status = pod.get("status") or {}
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for cs in status.get(key) or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            reason = str(waiting.get("reason") or "")
+            if reason and reason not in ("PodInitializing", "ContainerCreating"):
+                return PodFailure(
+                    name,
+                    str(cs.get("name") or ""),
+                    reason=reason,
+                    termination_message=str(waiting.get("message") or "").strip(),
+                )
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return PodFailure(
+                name,
+                reason=str(cond.get("reason") or "Unschedulable"),
+                termination_message=str(cond.get("message") or ""),
+            )
+    started = status.get("initContainerStatuses") or status.get("containerStatuses")
+    if status.get("phase", "Pending") == "Pending" and not started:
+        return PodFailure(
+            name, reason="Pending", termination_message="no container of the pod ever started"
         )
     return None
 

@@ -39,6 +39,7 @@ Obj = dict[str, Any]
 _JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
 _JOB = "/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
 _NODES = "/api/v1/nodes"
+_CONFIGMAP = "/api/v1/namespaces/{namespace}/configmaps/{name}"
 _PODS = "/api/v1/namespaces/{namespace}/pods"
 _DAEMONSETS = "/apis/apps/v1/namespaces/{namespace}/daemonsets"
 _DAEMONSET = "/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}"
@@ -122,6 +123,10 @@ class Api(Protocol):
     def create_job(self, namespace: str, body: Obj) -> Obj: ...
 
     def delete_job(self, namespace: str, name: str, *, uid: str | None = None) -> None: ...
+
+    def patch_job(self, namespace: str, name: str, patch: list[Obj]) -> Obj: ...
+
+    def read_configmap(self, namespace: str, name: str) -> Obj: ...
 
     def list_jobs(
         self,
@@ -286,13 +291,14 @@ class KubeApi:
         *,
         path_params: dict[str, str] | None = None,
         query: list[tuple[str, Any]] | None = None,
-        body: Obj | None = None,
+        body: Obj | list[Obj] | None = None,
+        content_type: str = "application/json",
         timeout: float | tuple[float, float] | None = None,
     ) -> Any:
         """Send one request; return the raw urllib3 response of a 2xx answer."""
         headers = {"Accept": "application/json"}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         request = self._client.param_serialize(
             method=method,
             resource_path=path,
@@ -375,6 +381,25 @@ class KubeApi:
             _JOB,
             path_params={"namespace": namespace, "name": name},
             body=options,
+        )
+
+    def patch_job(self, namespace: str, name: str, patch: list[Obj]) -> Obj:
+        """A JSON patch (RFC 6902): its `test` operations make it all-or-nothing."""
+        return self._json(
+            f"patch Job {namespace}/{name}",
+            "PATCH",
+            _JOB,
+            path_params={"namespace": namespace, "name": name},
+            body=patch,
+            content_type="application/json-patch+json",
+        )
+
+    def read_configmap(self, namespace: str, name: str) -> Obj:
+        return self._json(
+            f"read ConfigMap {namespace}/{name}",
+            "GET",
+            _CONFIGMAP,
+            path_params={"namespace": namespace, "name": name},
         )
 
     def list_jobs(

@@ -1,14 +1,19 @@
-"""Which nodes get a per-node Job: live, paginated selection and DaemonSet-like admission.
+"""Which nodes get a per-node Job: live, paginated selection and kubelet-like admission.
 
-Why: the set of nodes is resolved when the dispatcher runs, not when Helm renders, and a
-node whose NoSchedule/NoExecute taints the per-node pod does not tolerate is skipped the
-way the DaemonSet controller would skip it, with the node and the taint named. This
-module reads the API only through `kube.Api` and never writes anything.
+Why: the set of nodes is resolved when the dispatcher runs, not when Helm renders. The
+selection is the operator's intent: every selected node should get Kata. A per-node
+Job's pod is pinned with `nodeName`, so the scheduler never sees it and NoSchedule
+taints do not apply; what can still keep it off a node is what the kubelet checks for a
+pinned pod: a NoExecute taint the pod does not tolerate. A node that is not Ready would
+never run it either. Such a node gets no Job and is reported, by name and reason, as
+not done. This module reads the API only through `kube.Api` and never writes anything.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
+import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -17,8 +22,8 @@ from kata_dispatcher import errors, kube, retry
 
 log = logging.getLogger(__name__)
 
-# Effects that keep a DaemonSet pod off a node; PreferNoSchedule does not.
-BLOCKING_EFFECTS = ("NoSchedule", "NoExecute")
+# The one effect the kubelet checks when it admits a pod pinned to its node.
+BLOCKING_EFFECT = "NoExecute"
 
 # Explicit names are looked up one by one (fieldSelector metadata.name) up to this many;
 # beyond it one paginated LIST of every node is cheaper.
@@ -59,35 +64,47 @@ class Toleration:
         return False
 
 
-# What the DaemonSet controller adds to every pod it creates
-# (pkg/controller/daemon/util.AddOrUpdateDaemonPodTolerations), so a node in one of
-# these states still gets a Job, as it would get a DaemonSet pod.
-DAEMONSET_TOLERATIONS = (
-    Toleration("node.kubernetes.io/not-ready", "Exists", effect="NoExecute"),
-    Toleration("node.kubernetes.io/unreachable", "Exists", effect="NoExecute"),
-    Toleration("node.kubernetes.io/disk-pressure", "Exists", effect="NoSchedule"),
-    Toleration("node.kubernetes.io/memory-pressure", "Exists", effect="NoSchedule"),
-    Toleration("node.kubernetes.io/pid-pressure", "Exists", effect="NoSchedule"),
-    Toleration("node.kubernetes.io/unschedulable", "Exists", effect="NoSchedule"),
-)
-# Added only to host-network pods.
-HOST_NETWORK_TOLERATION = Toleration(
-    "node.kubernetes.io/network-unavailable", "Exists", effect="NoSchedule"
-)
+@dataclasses.dataclass(frozen=True)
+class DoneRule:
+    """When a node already has what this run would install (--skip-done): its result
+    annotation (docs/contracts.md) says `installed` with this configuration hash, and it
+    carries the node label with the value `true`."""
+
+    annotation: str
+    config_hash: str
+    label: str
+
+    def done(self, obj: dict[str, Any]) -> bool:
+        meta = obj.get("metadata") or {}
+        if (meta.get("labels") or {}).get(self.label) != "true":
+            return False
+        raw = (meta.get("annotations") or {}).get(self.annotation)
+        if not raw:
+            return False
+        try:
+            result = json.loads(raw)
+        except ValueError:
+            return False
+        return (
+            isinstance(result, dict)
+            and result.get("outcome") == "installed"
+            and result.get("configHash") == self.config_hash
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Node:
-    """What admission and --wait-for-nodes need of a node, and nothing else: a run keeps
-    one per selected node, so the rest of the node object (labels, images, addresses,
-    conditions) is dropped as each page is read."""
+    """What admission, --wait-for-nodes and --skip-done need of a node, and nothing else:
+    a run keeps one per selected node, so the rest of the node object (labels, images,
+    addresses, conditions) is dropped as each page is read."""
 
     name: str
     taints: tuple[Taint, ...] = ()
     ready: bool = True
+    done: bool = False
 
     @classmethod
-    def from_api(cls, obj: dict[str, Any]) -> Node:
+    def from_api(cls, obj: dict[str, Any], rule: DoneRule | None = None) -> Node:
         meta = obj.get("metadata") or {}
         spec = obj.get("spec") or {}
         conditions = (obj.get("status") or {}).get("conditions") or []
@@ -96,12 +113,12 @@ class Node:
             Taint(str(t.get("key", "")), str(t.get("value") or ""), str(t.get("effect", "")))
             for t in spec.get("taints") or []
         )
-        return cls(str(meta["name"]), taints, ready)
+        return cls(str(meta["name"]), taints, ready, rule is not None and rule.done(obj))
 
 
 def tolerations_from_pod_spec(pod_spec: dict[str, Any]) -> tuple[Toleration, ...]:
-    """The pod's own tolerations plus those the DaemonSet controller would add."""
-    own = tuple(
+    """The tolerations the per-node pod carries (the kubelet adds none of its own)."""
+    return tuple(
         Toleration(
             str(t.get("key") or ""),
             str(t.get("operator") or ""),
@@ -110,29 +127,38 @@ def tolerations_from_pod_spec(pod_spec: dict[str, Any]) -> tuple[Toleration, ...
         )
         for t in pod_spec.get("tolerations") or []
     )
-    extra = (HOST_NETWORK_TOLERATION,) if pod_spec.get("hostNetwork") else ()
-    return own + DAEMONSET_TOLERATIONS + extra
 
 
 def blocking_taint(node: Node, tolerations: Sequence[Toleration]) -> Taint | None:
-    """The first NoSchedule/NoExecute taint of `node` no toleration tolerates, or None."""
+    """The first NoExecute taint of `node` no toleration tolerates, or None."""
     for taint in node.taints:
-        if taint.effect not in BLOCKING_EFFECTS:
+        if taint.effect != BLOCKING_EFFECT:
             continue
         if not any(t.tolerates(taint) for t in tolerations):
             return taint
     return None
 
 
+class SkipReason(enum.StrEnum):
+    UNTOLERATED_TAINT = "UntoleratedTaint"
+    NOT_READY = "NodeNotReady"
+
+
 @dataclasses.dataclass(frozen=True)
 class Skipped:
+    """A selected node that gets no Job: it counts as not done."""
+
     node: str
-    taint: Taint
+    reason: SkipReason
+    taint: Taint | None = None
 
     def as_dict(self) -> dict[str, str]:
+        if self.reason is SkipReason.NOT_READY:
+            message = "the node is not Ready, so its pinned pod would not run"
+            return {"node": self.node, "reason": self.reason.value, "message": message}
         return {
             "node": self.node,
-            "reason": "UntoleratedTaint",
+            "reason": self.reason.value,
             "taint": str(self.taint),
             "message": f"the per-node Job's pod does not tolerate taint {self.taint}",
         }
@@ -141,15 +167,17 @@ class Skipped:
 def admit(
     nodes: Iterable[Node], tolerations: Sequence[Toleration]
 ) -> tuple[list[Node], list[Skipped]]:
-    """Split nodes into those that get a Job and those skipped for a taint."""
+    """Split nodes into those that get a Job and those that cannot run it."""
     admitted: list[Node] = []
     skipped: list[Skipped] = []
     for node in nodes:
         taint = blocking_taint(node, tolerations)
-        if taint is None:
-            admitted.append(node)
+        if taint is not None:
+            skipped.append(Skipped(node.name, SkipReason.UNTOLERATED_TAINT, taint))
+        elif not node.ready:
+            skipped.append(Skipped(node.name, SkipReason.NOT_READY))
         else:
-            skipped.append(Skipped(node.name, taint))
+            admitted.append(node)
     return admitted, skipped
 
 
@@ -180,8 +208,10 @@ class Selector:
         policy: retry.Policy,
         clock: retry.Clock,
         page_size: int,
+        done_rule: DoneRule | None = None,
     ) -> None:
         self._api = api
+        self._done_rule = done_rule
         self._policy = policy
         self._clock = clock
         self._page_size = page_size
@@ -200,8 +230,11 @@ class Selector:
         def send(fn: Callable[[], kube.Page], what: str) -> kube.Page:
             return retry.call(fn, policy=self._policy, clock=self._clock, what=what)
 
+        def reduce(obj: dict[str, Any]) -> Node:
+            return Node.from_api(obj, self._done_rule)
+
         try:
-            return kube.list_all(fetch, Node.from_api, send=send, what="list nodes").items
+            return kube.list_all(fetch, reduce, send=send, what="list nodes").items
         except errors.Invalid as exc:
             raise errors.UsageError(
                 f"the API server rejected node selector {label_selector!r}: {exc.message}"

@@ -90,6 +90,12 @@ class Task:
     stale_uid: str = ""
     replace_attempts: int = 0
     failure: Obj | None = None
+    # adopted from an earlier dispatcher but built from another template: replaced with
+    # ours once it has finished
+    superseded: bool = False
+    started: float = 0.0  # monotonic time it was created or adopted
+    probed: bool = False  # its pod was read once as its deadline neared
+    stuck: jobs.PodFailure | None = None  # what that read found keeping it from finishing
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -99,6 +105,8 @@ class Seen:
     uid: str
     owned: bool  # carries this run's owner reference
     result: jobs.Result
+    template_hash: str = ""
+    terminating: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +116,7 @@ class Plan:
     skipped: list[nodes.Skipped]
     failed: list[Obj]  # nodes that failed before any Job: unknown names, name clashes
     selected: int
+    already_done: int = 0  # --skip-done: selected nodes that need no Job
 
 
 class Outcome(enum.StrEnum):
@@ -143,12 +152,18 @@ class Summary:
     peak_in_flight: int
     api_requests: int
     elapsed_seconds: float
+    already_done: int = 0
+    adopted: int = 0
+    max_failed_nodes: int = 0  # the budget, resolved to a count of nodes
     jobs: list[Obj] = dataclasses.field(default_factory=list)  # dry run only
 
     @property
+    def not_done(self) -> int:
+        """Selected nodes that failed or got no Job: what the budget is measured against."""
+        return len(self.failed) + len(self.skipped)
+
+    @property
     def exit_code(self) -> errors.ExitCode:
-        if self.outcome is Outcome.SUCCEEDED and self.failed:
-            return errors.ExitCode.NODES_FAILED
         return _EXIT[self.outcome]
 
     def as_dict(self) -> Obj:
@@ -160,7 +175,10 @@ class Summary:
             "namespace": self.namespace,
             "parallelism": self.parallelism,
             "nodes_total": self.nodes_total,
+            "already_done": self.already_done,
             "succeeded": self.succeeded,
+            "adopted": self.adopted,
+            "max_failed_nodes": self.max_failed_nodes,
             "failed": self.failed,
             "skipped": self.skipped,
             "unfinished": self.unfinished,
@@ -200,6 +218,11 @@ class Rollout(watching.Watcher):
         self._tasks: dict[str, Task] = {}
         self._pacer = Pacer([], parallelism=config.parallelism)
         self._owner = jobs.Owner(config.owner_job, "")
+        self._anchor: jobs.Owner | None = None
+        self._digest = jobs.template_hash(template)
+        # the per-node Jobs' own deadline: their pods are read once as it nears
+        self._job_deadline = float((template.get("spec") or {}).get("activeDeadlineSeconds") or 0)
+        self._adopted = 0
         self._selector = ""
         self._inspect = config.inspect_pods
 
@@ -222,12 +245,41 @@ class Rollout(watching.Watcher):
             raise errors.UsageError(f"owner Job {ns}/{name} has no metadata.uid")
         return jobs.Owner(name, uid)
 
+    def _read_anchor(self) -> jobs.Owner | None:
+        name = self._cfg.anchor_configmap
+        if not name:
+            return None
+        ns = self._cfg.namespace
+        try:
+            obj = self._call(
+                lambda: self._api.read_configmap(ns, name), f"read ConfigMap {ns}/{name}"
+            )
+        except errors.NotFound as exc:
+            if self._cfg.dry_run:
+                return jobs.Owner(name, DRY_RUN_UID, "ConfigMap", "v1")
+            raise errors.UsageError(
+                f"ConfigMap {ns}/{name} not found: --anchor-configmap must name an existing "
+                "ConfigMap in --namespace"
+            ) from exc
+        return jobs.Owner(name, jobs.uid_of(obj), "ConfigMap", "v1")
+
+    def _done_rule(self) -> nodes.DoneRule | None:
+        cfg = self._cfg
+        if not cfg.skip_done:
+            return None
+        return nodes.DoneRule(cfg.result_annotation, cfg.config_hash, cfg.done_label)
+
     def plan(self) -> Plan:
         """Read the owner, select and admit nodes, name each node's Job."""
         cfg = self._cfg
         owner = self._read_owner()
+        self._anchor = self._read_anchor()
         selector = nodes.Selector(
-            self._api, policy=self._policy, clock=self._clock, page_size=cfg.page_size
+            self._api,
+            policy=self._policy,
+            clock=self._clock,
+            page_size=cfg.page_size,
+            done_rule=self._done_rule(),
         )
         if cfg.wait_for_nodes > 0:
             selection = selector.wait(
@@ -241,14 +293,21 @@ class Rollout(watching.Watcher):
         ]
         for name in selection.unknown:
             log.error("node %s does not exist; the other nodes proceed", name, extra={"node": name})
+        done = [n for n in selection.nodes if n.done]
+        if done:
+            log.info(
+                "%d nodes already have this configuration (result annotation and label): "
+                "no Job for them",
+                len(done),
+            )
         tolerations = nodes.tolerations_from_pod_spec(jobs.pod_spec_of(self._template))
-        admitted, skipped = nodes.admit(selection.nodes, tolerations)
+        admitted, skipped = nodes.admit([n for n in selection.nodes if not n.done], tolerations)
         for skip in skipped:
             log.warning(
-                "skipping node %s: the Job's pod does not tolerate taint %s",
+                "node %s gets no Job: %s",
                 skip.node,
-                skip.taint,
-                extra={"node": skip.node},
+                skip.as_dict()["message"],
+                extra={"node": skip.node, "reason": skip.reason.value},
             )
         tasks: list[Task] = []
         by_job: dict[str, str] = {}
@@ -267,7 +326,7 @@ class Rollout(watching.Watcher):
             by_job[name] = node.name
             tasks.append(Task(node.name, name))
         total = len(selection.nodes) + len(selection.unknown)
-        return Plan(owner, tasks, skipped, failed, total)
+        return Plan(owner, tasks, skipped, failed, total, len(done))
 
     # -- running ----------------------------------------------------------------------
 
@@ -305,10 +364,25 @@ class Rollout(watching.Watcher):
             outcome = Outcome.TIMEOUT
             log.error("--timeout of %.0fs reached before every node finished", self._cfg.timeout)
         else:
-            failed = plan.failed or any(t.state is TaskState.FAILED for t in plan.tasks)
-            outcome = Outcome.FAILED if failed else Outcome.SUCCEEDED
+            not_done = (
+                len(plan.failed)
+                + len(plan.skipped)
+                + sum(t.state is TaskState.FAILED for t in plan.tasks)
+            )
+            allowed = self._cfg.max_failed_nodes.allowed(plan.selected)
+            outcome = Outcome.FAILED if not_done > allowed else Outcome.SUCCEEDED
+            if not_done and outcome is Outcome.SUCCEEDED:
+                log.warning(
+                    "%d selected nodes are not done, within --max-failed-nodes %s (%d nodes)",
+                    not_done,
+                    self._cfg.max_failed_nodes,
+                    allowed,
+                )
         self._log_progress()
-        if outcome is Outcome.SUCCEEDED and self._cfg.remove_install_jobs:
+        complete = outcome is Outcome.SUCCEEDED and not (
+            plan.failed or plan.skipped or any(t.state is TaskState.FAILED for t in plan.tasks)
+        )
+        if complete and self._cfg.remove_install_jobs:
             self._remove_install_jobs(self._cfg.remove_install_jobs)
         elif self._cfg.remove_install_jobs:
             log.warning("keeping the install Jobs: the cleanup did not succeed on every node")
@@ -343,6 +417,9 @@ class Rollout(watching.Watcher):
             peak_in_flight=self._pacer.peak,
             api_requests=self._api.api_requests,
             elapsed_seconds=self._elapsed(),
+            already_done=plan.already_done,
+            adopted=self._adopted,
+            max_failed_nodes=self._cfg.max_failed_nodes.allowed(plan.selected),
             jobs=[self._body(t) for t in tasks] if outcome is Outcome.DRY_RUN else [],
         )
 
@@ -356,10 +433,18 @@ class Rollout(watching.Watcher):
             release=cfg.release,
             stage=cfg.stage.value,
             namespace=cfg.namespace,
+            anchor=self._anchor,
+            digest=self._digest,
         )
 
     def _seen(self, obj: Obj) -> Seen:
-        return Seen(jobs.uid_of(obj), jobs.is_owned_by(obj, self._owner.uid), jobs.interpret(obj))
+        return Seen(
+            jobs.uid_of(obj),
+            jobs.is_owned_by(obj, self._owner.uid),
+            jobs.interpret(obj),
+            jobs.template_hash_of(obj),
+            jobs.is_terminating(obj),
+        )
 
     def _list_jobs(self, selector: str) -> tuple[dict[str, Seen], str]:
         """Every Job the selector matches, by name, each reduced to a `Seen` as its page
@@ -386,12 +471,8 @@ class Rollout(watching.Watcher):
         for name, task in self._tasks.items():
             seen = listed.get(name)
             if initial:
-                if seen is None:
-                    continue
-                if seen.owned:
-                    self._adopt(task, seen)
-                else:
-                    task.stale_uid = seen.uid
+                if seen is not None:
+                    self._claim(task, seen, now=False)
             elif task.state is TaskState.RUNNING:
                 if seen is not None and seen.owned:
                     self._observe(task, seen.result)
@@ -407,16 +488,68 @@ class Rollout(watching.Watcher):
             elif task.state is TaskState.REPLACING and (seen is None or seen.uid != task.stale_uid):
                 self._create_replacement(task)
 
-    def _adopt(self, task: Task, seen: Seen) -> None:
+    def _reusable(self, seen: Seen) -> bool:
+        """An earlier dispatcher's Job this run takes over rather than replaces: one still
+        running (whatever its template: a pod mid-install is never killed), or one that
+        succeeded with this run's template."""
+        if seen.terminating or seen.result.state is jobs.State.FAILED:
+            return False
+        return not seen.result.finished or seen.template_hash == self._digest
+
+    def _claim(self, task: Task, seen: Seen, *, now: bool) -> None:
+        """A Job already holds the task's name: adopt it if it is ours, take it over from
+        an earlier dispatcher if it can be reused, else replace it (at once when `now`,
+        else when the task's turn comes)."""
+        if seen.owned:
+            self._adopt(task, seen)
+        elif self._reusable(seen):
+            self._take_over(task, seen)
+        elif now:
+            self._replace(task, seen.uid)
+        else:
+            task.stale_uid = seen.uid
+
+    def _take_over(self, task: Task, seen: Seen) -> None:
+        """Move an earlier dispatcher's Job to this one (one JSON patch, guarded by the
+        Job's UID) and adopt it: its pod keeps running and its result counts."""
+        ns = self._cfg.namespace
+        patch = jobs.adoption_patch(seen.uid, self._owner, self._anchor)
+        try:
+            obj = self._call(
+                lambda: self._api.patch_job(ns, task.job, patch), f"adopt Job {task.job}"
+            )
+        except (errors.NotFound, errors.Invalid):
+            # Gone, or its UID changed under us (the patch's test failed): look again.
+            task.replace_attempts += 1
+            existing = self._read(task.job)
+            if existing is not None and task.replace_attempts <= MAX_REPLACE_ATTEMPTS:
+                self._claim(task, existing, now=task.state is not TaskState.QUEUED)
+            return
+        self._adopted += 1
+        log.info(
+            "node %s: took over Job %s from an earlier dispatcher",
+            task.node,
+            task.job,
+            extra={"node": task.node, "job": task.job},
+        )
+        self._adopt(task, self._seen(obj), earlier=True)
+
+    def _adopt(self, task: Task, seen: Seen, *, earlier: bool = False) -> None:
+        """Track a Job that exists already: this owner's, or (`earlier`) one just taken
+        over from an earlier dispatcher, which may have been built from another template."""
         result = seen.result
         task.uid = seen.uid
         task.state = TaskState.RUNNING
+        task.stale_uid = ""
+        task.started = self._clock.monotonic()
+        task.superseded = earlier and not result.finished and seen.template_hash != self._digest
         self._pacer.adopt(task.job, running=not result.finished)
         log.info(
-            "node %s: adopted existing Job %s (%s)",
+            "node %s: adopted existing Job %s (%s%s)",
             task.node,
             task.job,
             result.state.value,
+            ", built from another template: replaced once it finishes" if task.superseded else "",
             extra={"node": task.node, "job": task.job},
         )
         if result.finished:
@@ -452,10 +585,7 @@ class Rollout(watching.Watcher):
                 else:
                     self._create(task)
                 return
-            if existing.owned:
-                self._adopt(task, existing)
-            else:
-                self._replace(task, existing.uid)
+            self._claim(task, existing, now=True)
 
     def _post(self, task: Task) -> None:
         """POST the node's Job: it is then RUNNING, or FAILED if the API server rejects
@@ -471,6 +601,7 @@ class Rollout(watching.Watcher):
         task.uid = jobs.uid_of(obj)
         task.state = TaskState.RUNNING
         task.stale_uid = ""
+        task.started = self._clock.monotonic()
         log.info(
             "node %s: created Job %s",
             task.node,
@@ -518,11 +649,8 @@ class Rollout(watching.Watcher):
         except errors.Conflict:
             # The UID precondition failed: the name now holds another Job. Re-read.
             existing = self._read(task.job)
-            if existing is not None and existing.owned:
-                self._adopt(task, existing)
-                return
             if existing is not None:
-                self._replace(task, existing.uid)
+                self._claim(task, existing, now=True)
                 return
         task.state = TaskState.REPLACING
         task.stale_uid = stale_uid
@@ -539,6 +667,19 @@ class Rollout(watching.Watcher):
             self._finish(task, result)
 
     def _finish(self, task: Task, result: jobs.Result) -> None:
+        if task.superseded:
+            # An earlier template's Job, left to finish; now the node gets ours. Its
+            # slot stays taken.
+            task.superseded = False
+            log.info(
+                "node %s: the earlier Job %s finished (%s); replacing it with this run's",
+                task.node,
+                task.job,
+                result.state.value,
+                extra={"node": task.node, "job": task.job},
+            )
+            self._replace(task, task.uid)
+            return
         self._pacer.finish(task.job)
         extra = {"node": task.node, "job": task.job}
         if result.state is jobs.State.SUCCEEDED:
@@ -553,6 +694,8 @@ class Rollout(watching.Watcher):
             "message": result.message,
         }
         pod = self._pod_failure(task) if task.uid else None
+        if pod is None:
+            pod = task.stuck  # read as its deadline neared; the pod may be gone by now
         if pod is not None:
             failure.update(pod.as_dict())
         task.failure = failure
@@ -570,9 +713,10 @@ class Rollout(watching.Watcher):
             extra=extra,
         )
 
-    def _pod_failure(self, task: Task) -> jobs.PodFailure | None:
+    def _pods_of(self, task: Task) -> list[Obj]:
+        """The pods of the task's Job (--inspect-pods); [] when not allowed."""
         if not self._inspect:
-            return None
+            return []
         ns = self._cfg.namespace
         selector = f"batch.kubernetes.io/controller-uid={task.uid}"
         try:
@@ -583,9 +727,26 @@ class Rollout(watching.Watcher):
         except errors.Forbidden:
             log.warning("--inspect-pods: not allowed to list pods in %s; turning it off", ns)
             self._inspect = False
-            return None
-        found = [f for f in (jobs.pod_failure(p) for p in page.items) if f is not None]
+            return []
+        return page.items
+
+    def _pod_failure(self, task: Task) -> jobs.PodFailure | None:
+        found = [f for f in (jobs.pod_failure(p) for p in self._pods_of(task)) if f is not None]
         return found[-1] if found else None
+
+    def _probe_stuck(self) -> None:
+        """Read, once, the pod of each Job whose own deadline (the template's
+        activeDeadlineSeconds) is two progress ticks away: when the deadline passes, the
+        Job controller deletes the pod, and with it why the pod never finished (an image
+        it cannot pull, a node that never started it)."""
+        if not self._inspect or self._job_deadline <= 0:
+            return
+        soon = self._clock.monotonic() - self._job_deadline + 2 * self._cfg.progress_interval
+        for task in self._tasks.values():
+            if task.state is TaskState.RUNNING and not task.probed and task.started <= soon:
+                task.probed = True
+                found = [s for s in map(jobs.pod_stuck, self._pods_of(task)) if s is not None]
+                task.stuck = found[-1] if found else None
 
     # -- the watch --------------------------------------------------------------------
 
@@ -616,22 +777,27 @@ class Rollout(watching.Watcher):
         task = self._tasks.get(str(meta.get("name") or ""))
         if task is None:
             return
-        owned = jobs.is_owned_by(event.object, self._owner.uid)
-        if event.type == "DELETED":
-            if task.state is TaskState.REPLACING and not owned:
+        uid = jobs.uid_of(event.object)
+        if event.type == "DELETED" and task.state is TaskState.REPLACING:
+            if uid == task.stale_uid:
                 self._create_replacement(task)
-            elif task.state is TaskState.RUNNING and owned:
-                result = jobs.interpret(event.object)
-                if not result.finished:
-                    result = jobs.Result(
-                        jobs.State.FAILED, "JobDeleted", "the Job was deleted before it finished"
-                    )
-                self._finish(task, result)
-        elif task.state is TaskState.RUNNING and owned:
-            self._observe(task, jobs.interpret(event.object))
+            return
+        # Only the Job this task is waiting for: an event about an earlier object that
+        # held the name (a replaced Job's DELETED) says nothing about ours.
+        if task.state is not TaskState.RUNNING or uid != task.uid:
+            return
+        if not jobs.is_owned_by(event.object, self._owner.uid):
+            return
+        result = jobs.interpret(event.object)
+        if event.type == "DELETED" and not result.finished:
+            result = jobs.Result(
+                jobs.State.FAILED, "JobDeleted", "the Job was deleted before it finished"
+            )
+        self._observe(task, result)
 
     def _on_tick(self) -> None:
         self._log_progress()
+        self._probe_stuck()
         for task in list(self._tasks.values()):
             if task.state is TaskState.REPLACING:
                 self._create_replacement(task)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import pathlib
+import re
 
 
 class Stage(enum.StrEnum):
@@ -19,6 +21,37 @@ class Stage(enum.StrEnum):
 class LogFormat(enum.StrEnum):
     TEXT = "text"
     JSON = "json"
+
+
+_BUDGET = re.compile(r"^(\d+)(%?)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """--max-failed-nodes: how many selected nodes may fail or get no Job while the run
+    still succeeds; a count, or a percentage of the selected nodes (rounded down)."""
+
+    amount: int = 0
+    percent: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Budget:
+        """`3` or `1%`; ValueError says what is wrong."""
+        match = _BUDGET.match(text.strip())
+        if not match:
+            raise ValueError(f"{text!r} is not a count (3) or a percentage (1%)")
+        amount, percent = int(match.group(1)), bool(match.group(2))
+        if percent and amount > 100:
+            raise ValueError(f"{text!r} is more than 100%")
+        return cls(amount, percent)
+
+    def allowed(self, selected: int) -> int:
+        if self.percent:
+            return math.floor(selected * self.amount / 100)
+        return self.amount
+
+    def __str__(self) -> str:
+        return f"{self.amount}%" if self.percent else str(self.amount)
 
 
 class _Described:
@@ -33,6 +66,8 @@ class _Described:
                 value = str(value)
             elif isinstance(value, enum.Enum):
                 value = value.value
+            elif isinstance(value, Budget):
+                value = str(value)
             elif isinstance(value, tuple):
                 value = list(value)
             out[field.name] = value
@@ -58,6 +93,14 @@ class Settings(_Described):
     dry_run: bool = False
     inspect_pods: bool = False
     remove_install_jobs: str | None = None
+    # a ConfigMap (the release's Job templates) that co-owns every per-node Job
+    anchor_configmap: str | None = None
+    # skip nodes already done (nodes.DoneRule): result annotation, configuration hash
+    skip_done: bool = False
+    result_annotation: str = ""
+    config_hash: str = ""
+    done_label: str = "katacontainers.io/kata-runtime"
+    max_failed_nodes: Budget = Budget()
     wait_for_nodes: float = 0.0
     timeout: float = 0.0
     retry_budget: float = 120.0

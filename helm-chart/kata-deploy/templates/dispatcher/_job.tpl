@@ -22,7 +22,7 @@ Usage: {{ include "kata-deploy.dispatcher.job" (list . "install") }}
 {{- $selection := $root.Values.job -}}
 {{- $hook := "post-install,post-upgrade" -}}
 {{- $deletePolicy := "before-hook-creation" -}}
-{{- $deadline := $root.Values.job.activeDeadlineSeconds -}}
+{{- $deadline := $root.Values.job.dispatcherDeadlineSeconds -}}
 {{- if ne $stage "install" -}}
 {{- $hook = "pre-delete" -}}
 {{- $deletePolicy = "before-hook-creation,hook-succeeded" -}}
@@ -45,8 +45,17 @@ Usage: {{ include "kata-deploy.dispatcher.job" (list . "install") }}
   "--owner-job" $name
   "--parallelism" ($root.Values.job.parallelism | toString)
   "--stage" $stage
-  "--release" $root.Release.Name -}}
+  "--release" $root.Release.Name
+  "--anchor-configmap" (include "kata-deploy.installer.jobTemplatesName" $root)
+  "--max-failed-nodes" ($root.Values.job.maxFailedNodes | toString)
+  "--wait-for-nodes" ($root.Values.job.waitForNodesSeconds | toString) -}}
 {{- $args = concat $args (include "kata-deploy.dispatcher.selectionArgs" $selection | fromYaml).args -}}
+{{- if and (eq $stage "install") (not $root.Values.job.reinstall) -}}
+{{- $args = concat $args (list
+  "--skip-done"
+  "--result-annotation" (include "kata-deploy.installer.resultAnnotation" $root)
+  "--config-hash" (include "kata-deploy.installer.configHash" $root)) -}}
+{{- end -}}
 {{- if $root.Values.job.inspectFailedPods }}{{ $args = append $args "--inspect-pods" }}{{ end -}}
 {{- if eq $stage "cleanup" }}{{ $args = concat $args (list "--remove-install-jobs" (include "kata-deploy.dispatcher.installJobName" $root)) }}{{ end -}}
 {{- end -}}

@@ -24,6 +24,7 @@ metadata:
     {{- include "kata-deploy.installer.jobLabels" $root | nindent 4 }}
 spec:
   backoffLimit: {{ $root.Values.job.backoffLimit }}
+  activeDeadlineSeconds: {{ $root.Values.job.activeDeadlineSeconds }}
   ttlSecondsAfterFinished: {{ $root.Values.job.ttlSecondsAfterFinished }}
   template:
     metadata:
@@ -42,7 +43,7 @@ spec:
       imagePullSecrets:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      {{- with $root.Values.tolerations }}
+      {{- with concat ($root.Values.job.tolerations | default list) ($root.Values.tolerations | default list) }}
       tolerations:
         {{- toYaml . | nindent 8 }}
       {{- end }}
