@@ -162,22 +162,12 @@ class _Planner:
         return rel, doc, raw
 
     def plan(self) -> dict[str, Entry]:
-        cfg = self.cfg
-        active = {s.name: s for s in layout.active_shims(cfg, self.ctx.arch)}
-        for h in layout.handlers(cfg, self.ctx.arch):
-            if h.name == cfg.install_name:
+        for h in layout.handlers(self.cfg, self.ctx.arch):
+            if h.origin is layout.Origin.DEFAULT:
                 continue  # the default handler shares its shim's directory
-            shim_cfg = (
-                active.get(h.shim.name) if h.config_dir.startswith(layout.RUNTIMES_DIR) else None
-            )
-            custom = next(
-                (c for c in cfg.custom_runtimes.values() if h.name == cfg.handler(c.name)), None
-            )
-            why = f"shim {h.shim.name}" if custom is None else f"custom runtime {custom.name}"
-            _, doc, raw = self._shim_files(h.shim, why)
+            _, doc, raw = self._shim_files(h.shim, h.describe())
             self._generated(f"{h.config_dir}/{h.shim.config_file}", raw)
-            drop_in = custom.drop_in if custom else (shim_cfg.drop_in if shim_cfg else "")
-            for name, data in drop_ins(cfg, h.shim, shim_cfg, doc, drop_in).items():
+            for name, data in drop_ins(self.cfg, h, doc).items():
                 self._generated(f"{h.config_dir}/config.d/{name}", data)
         return dict(sorted(self.entries.items()))
 
@@ -199,14 +189,10 @@ def _toml(doc: dict[str, Any]) -> bytes:
 
 
 def drop_ins(
-    cfg: config.InstallerConfig,
-    shim: shims.Shim,
-    shim_cfg: config.ShimConfig | None,
-    base: dict[str, Any],
-    user_drop_in: str,
+    cfg: config.InstallerConfig, handler: layout.Handler, base: dict[str, Any]
 ) -> dict[str, bytes]:
-    """The config.d files of one handler, by file name."""
-    hv_name, hv = _hypervisor(base, shim.config_file)
+    """The config.d files of one handler, by file name; `base` is its shim's configuration."""
+    hv_name, hv = _hypervisor(base, handler.shim.config_file)
     out: dict[str, bytes] = {}
     if cfg.prefix != shims.RELEASE_PREFIX:
         old, new = shims.RELEASE_PREFIX + "/", cfg.prefix + "/"
@@ -231,23 +217,23 @@ def drop_ins(
                 "runtime": {"enable_debug": True},
             }
         )
-    if shim_cfg and shim.tee and (shim_cfg.agent_https_proxy or shim_cfg.agent_no_proxy):
+    if handler.shim.tee and (handler.agent_https_proxy or handler.agent_no_proxy):
         params = [str(hv.get("kernel_params", ""))] if hv.get("kernel_params") else []
-        if shim_cfg.agent_https_proxy:
-            params.append(f"agent.https_proxy={shim_cfg.agent_https_proxy}")
-        if shim_cfg.agent_no_proxy:
-            params.append(f"agent.no_proxy={shim_cfg.agent_no_proxy}")
+        if handler.agent_https_proxy:
+            params.append(f"agent.https_proxy={handler.agent_https_proxy}")
+        if handler.agent_no_proxy:
+            params.append(f"agent.no_proxy={handler.agent_no_proxy}")
         out["30-agent-proxy.toml"] = _toml(
             {"hypervisor": {hv_name: {"kernel_params": " ".join(params)}}}
         )
-    if shim_cfg and shim_cfg.allowed_hypervisor_annotations:
+    if handler.allowed_hypervisor_annotations:
         current = [str(a) for a in hv.get("enable_annotations", []) or []]
-        merged = current + [a for a in shim_cfg.allowed_hypervisor_annotations if a not in current]
+        merged = current + [a for a in handler.allowed_hypervisor_annotations if a not in current]
         out["40-hypervisor-annotations.toml"] = _toml(
             {"hypervisor": {hv_name: {"enable_annotations": merged}}}
         )
-    if user_drop_in.strip():
-        data = user_drop_in if user_drop_in.endswith("\n") else user_drop_in + "\n"
+    if handler.drop_in.strip():
+        data = handler.drop_in if handler.drop_in.endswith("\n") else handler.drop_in + "\n"
         out["50-user-overrides.toml"] = data.encode()
     return out
 
