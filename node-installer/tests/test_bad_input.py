@@ -1,9 +1,11 @@
 """Bad input gets a clear error naming the file/field and leaves nothing half-written.
 
-Cases: unknown shim, unknown field, dropIn that is not TOML (names the shim), bad
-suffix, malformed existing containerd config, missing payload file, read-only host
-directory, missing /dev/kvm, suffix on containerd 1.x, hostile symlinks in the host
-tree, label/unlabel without a node name or API access, the CLI's exit codes.
+Cases: unknown shim, unknown field (at every level), dropIn that is not TOML (names the
+shim), a bad snapshotter, TEE options on a non-TEE shim, a schema version 1 document
+(chart and installer of different releases), bad suffix, malformed existing containerd
+config, missing payload file, read-only host directory, missing /dev/kvm, suffix on
+containerd 1.x, hostile symlinks in the host tree, label/unlabel without a node name or
+API access, the CLI's exit codes.
 """
 
 from __future__ import annotations
@@ -35,14 +37,59 @@ def _cfg(tmp_path: pathlib.Path, text: str) -> pathlib.Path:
             "installer: {waitRuntimeSeconds: soon}\nshims: {qemu: {}}",
             "installer.waitRuntimeSeconds: must be int",
         ),
-        ("shims: {qemu: {arches: [amd64], dropin: x}}", "shims.qemu.dropin: unknown field"),
+        (
+            "shims: {qemu: {supportedArches: [amd64], dropin: x}}",
+            "shims.qemu.dropin: unknown field",
+        ),
+        (
+            "shims: {qemu: {containerd: {snapshoter: x}}}",
+            "shims.qemu.containerd.snapshoter: unknown field",
+        ),
+        (
+            "shims: {qemu: {containerd: {snapshotter: 'a b'}}}",
+            "shims.qemu.containerd.snapshotter: 'a b' is not a snapshotter name",
+        ),
+        (
+            "shims: {qemu: {crio: {guestPull: true}}}",
+            "shims.qemu: crio.guestPull, agent.httpsProxy and agent.noProxy apply to TEE shims",
+        ),
+        (
+            "shims: {qemu-snp: {agent: {httpsProxy: 1}}}",
+            "shims.qemu-snp.agent.httpsProxy: must be str",
+        ),
         ("shims: {qemu: {dropIn: '[hypervisor.qemu'}}", "shims.qemu.dropIn: not valid TOML"),
-        ("suffix: Bad_Suffix\nshims: {qemu: {}}", "suffix: 'Bad_Suffix'"),
-        ("shims: {qemu: {arches: [x86]}}", "shims.qemu.arches: unknown architecture 'x86'"),
-        ("customRuntimes: {r: {dropIn: ''}}", "customRuntimes.r.baseConfig: is required"),
+        (
+            "env: {multiInstallSuffix: Bad_Suffix}\nshims: {qemu: {}}",
+            "env.multiInstallSuffix: 'Bad_Suffix'",
+        ),
+        (
+            "shims: {qemu: {supportedArches: [x86]}}",
+            "shims.qemu.supportedArches: unknown architecture 'x86'",
+        ),
+        (
+            "customRuntimes: {runtimes: {r: {dropIn: ''}}}",
+            "customRuntimes.runtimes.r.baseConfig: is required",
+        ),
+        (
+            "customRuntimes: {runtimes: {r: {baseConfig: qemu, crio: {pullType: x}}}}",
+            "customRuntimes.runtimes.r.crio.pullType: must be",
+        ),
+        (
+            "shims: {qemu: {}}\ncustomRuntimes: {runtimes: {qemu: {baseConfig: qemu}}}",
+            "customRuntimes.runtimes.qemu: has the name of a shim",
+        ),
+        ("customRuntimes: {r: {baseConfig: qemu}}", "customRuntimes.r: unknown field"),
         ("shims: {}", "nothing to install"),
-        ("debug: 'yes'\nshims: {qemu: {}}", "debug: must be bool"),
-        ("distribution: openshift\nshims: {qemu: {}}", "distribution: 'openshift'"),
+        ("env: {debug: 'yes'}\nshims: {qemu: {}}", "env.debug: must be bool"),
+        ("debug: true\nshims: {qemu: {}}", "debug: unknown field"),
+        ("k8sDistribution: openshift\nshims: {qemu: {}}", "k8sDistribution: 'openshift'"),
+        (
+            "version: 1\nsuffix: ''\nshims: {qemu: {arches: [amd64]}}",
+            "version: schema version 1 (the installer.yaml keys before they mirrored "
+            "values.yaml), but this installer reads version 2: the chart and the installer "
+            "image are from different releases",
+        ),
+        ("version: 3\nshims: {qemu: {}}", "this installer reads version 2"),
     ],
 )
 def test_config_errors_name_the_field(tmp_path: pathlib.Path, text: str, needle: str) -> None:
@@ -100,7 +147,7 @@ def test_read_only_directory(tmp_path: pathlib.Path, make_ctx: MakeCtx) -> None:
 def test_host_check_problems_are_listed(tmp_path: pathlib.Path, make_ctx: MakeCtx) -> None:
     root = seed_host("containerd16-fresh", tmp_path / "host")
     (root / "dev/kvm").unlink()
-    cfg = _cfg(tmp_path, "suffix: ci\nshims: {qemu: {arches: [amd64]}}")
+    cfg = _cfg(tmp_path, "env: {multiInstallSuffix: ci}\nshims: {qemu: {supportedArches: [amd64]}}")
     with pytest.raises(errors.HostError) as exc:
         stages.run_apply(make_ctx(root, cfg), stages.by_name("host-check")[1])
     assert "/dev/kvm does not exist" in str(exc.value)
@@ -110,7 +157,7 @@ def test_host_check_problems_are_listed(tmp_path: pathlib.Path, make_ctx: MakeCt
 
 def test_arch_without_shims(tmp_path: pathlib.Path, make_ctx: MakeCtx) -> None:
     root = seed_host("containerd2-noimports", tmp_path / "host")
-    cfg = _cfg(tmp_path, "shims: {qemu-snp: {arches: [amd64]}}")
+    cfg = _cfg(tmp_path, "shims: {qemu-snp: {supportedArches: [amd64]}}")
     with pytest.raises(errors.HostError, match="architecture s390x"):
         stages.run_apply(make_ctx(root, cfg, arch="s390x"), stages.by_name("host-check")[1])
 

@@ -24,14 +24,12 @@ FILES = [
     "40-hypervisor-annotations.toml",
     "50-user-overrides.toml",
 ]
-EVERYTHING = """version: 1
-suffix: gold
-debug: true
+EVERYTHING = """version: 2
+env: {multiInstallSuffix: gold, debug: true}
 shims:
   qemu-coco-dev:
-    arches: [amd64]
-    agentHttpsProxy: "http://proxy.example:3128"
-    agentNoProxy: "10.0.0.0/8"
+    supportedArches: [amd64]
+    agent: {httpsProxy: "http://proxy.example:3128", noProxy: "10.0.0.0/8"}
     allowedHypervisorAnnotations: [default_memory, default_vcpus]
     dropIn: |
       [hypervisor.qemu]
@@ -63,7 +61,7 @@ def test_every_generated_file_matches_its_golden_bytes(
 def test_a_plain_install_generates_none(tmp_path: pathlib.Path, make_ctx: MakeCtx) -> None:
     root = seed_host("containerd2-fresh", tmp_path / "host")
     cfg = tmp_path / "installer.yaml"
-    cfg.write_text("version: 1\nshims:\n  qemu-coco-dev: {arches: [amd64]}\n")
+    cfg.write_text("version: 2\nshims:\n  qemu-coco-dev: {supportedArches: [amd64]}\n")
     stages.run_apply(make_ctx(root, cfg), stages.by_name("artifacts")[1])
     config_d = _config_d(root, "kata", "qemu-coco-dev")
     assert not config_d.exists() or not any(config_d.iterdir())

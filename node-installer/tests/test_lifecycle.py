@@ -139,11 +139,13 @@ def test_upgrade_that_drops_a_shim_and_the_default_removes_them(
     root = seed_host(case, tmp_path / "host")
     full = tmp_path / "full.yaml"
     full.write_text(
-        "version: 1\nshims:\n  qemu: {arches: [amd64]}\n  clh: {arches: [amd64]}\n"
+        "version: 2\nshims:\n"
+        "  qemu: {supportedArches: [amd64]}\n"
+        "  clh: {supportedArches: [amd64]}\n"
         "defaultShim: {amd64: qemu}\n"
     )
     fewer = tmp_path / "fewer.yaml"
-    fewer.write_text("version: 1\nshims:\n  qemu: {arches: [amd64]}\n")
+    fewer.write_text("version: 2\nshims:\n  qemu: {supportedArches: [amd64]}\n")
     stages.install(make_ctx(root, full))
     text = (root / config_file).read_text()
     assert "kata-clh" in text and "runtimes.kata]" in text

@@ -112,7 +112,7 @@ def test_failed_restart_is_owed_and_paid_by_the_next_install(
     ctx = _ctx(make_ctx, root, failing)
     with pytest.raises(errors.HostError, match="restart containerd failed"):
         stages.install(ctx)
-    assert state.load(ctx.host, ctx.cfg)["cri"]["restart_owed"] == "containerd"
+    assert state.load(ctx.host, ctx.cfg).cri.restart_owed == "containerd"
     assert LABEL not in kube.labels[NODE]
 
     ok = FakeSystemctl()
@@ -120,7 +120,7 @@ def test_failed_restart_is_owed_and_paid_by_the_next_install(
     outcome = stages.install(ctx)
     assert outcome["cri"] == "applied"  # the drop-in is already there: only the debt is paid
     assert len(ok.calls) == 1
-    assert "restart_owed" not in state.load(ctx.host, ctx.cfg)["cri"]
+    assert state.load(ctx.host, ctx.cfg).cri.restart_owed == ""
     assert kube.labels[NODE][LABEL] == "true"
 
     again = FakeSystemctl()
@@ -136,7 +136,7 @@ def test_interrupted_revert_owes_its_restart(
     ctx = _ctx(make_ctx, root, FakeSystemctl(failures=1))
     with pytest.raises(errors.HostError):
         stages.uninstall(ctx)
-    assert state.load(ctx.host, ctx.cfg)["cri"]["restart_owed"] == "containerd"
+    assert state.load(ctx.host, ctx.cfg).cri.restart_owed == "containerd"
 
     ok = FakeSystemctl()
     outcome = stages.uninstall(_ctx(make_ctx, root, ok))

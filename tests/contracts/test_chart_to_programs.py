@@ -6,6 +6,9 @@ so a renamed flag, a schema field the installer rejects or a mount outside /host
 here rather than on a node. Cases, for the defaults, every ci/*-values.yaml and both
 try-kata-*.values.yaml:
 - the installer-config ConfigMap's installer.yaml loads with kata_installer.config;
+- every installer.yaml key is the values.yaml key it comes from, at the same path (by
+  values.schema.json), except installer.yaml's own `version` and `nodeLabel`; also with
+  the seed's custom runtime and TEE options set;
 - every kata-installer container's args parse with the installer's CLI and name a command;
 - every installer hostPath volume is mounted at /host + its path;
 - every kata-dispatcher container's args and env parse with the dispatcher's CLI, given
@@ -16,6 +19,7 @@ try-kata-*.values.yaml:
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import subprocess
@@ -36,6 +40,8 @@ SCENARIOS = [
     *sorted(CHART.glob("try-kata-*.values.yaml")),
 ]
 JOB_MODE = ["--set", "deploymentMode=job"]
+# installer.yaml keys with no values.yaml counterpart (node-installer/README.md)
+INSTALLER_ONLY = {"version", "nodeLabel"}
 
 Obj = dict[str, Any]
 
@@ -84,19 +90,56 @@ def rendered(request: pytest.FixtureRequest) -> list[list[Obj]]:
     return [_render(values, []), _render(values, JOB_MODE)]
 
 
+def _installer_yaml(docs: list[Obj]) -> Obj:
+    maps = [
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap"
+        and d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "installer-config"
+    ]
+    assert len(maps) == 1, "exactly one installer-config ConfigMap"
+    data: Obj = yaml.safe_load(maps[0]["data"]["installer.yaml"])
+    return data
+
+
 def test_installer_config_loads_with_the_installer(rendered: list[list[Obj]]) -> None:
     for docs in rendered:
-        maps = [
-            d
-            for d in docs
-            if d["kind"] == "ConfigMap"
-            and d["metadata"].get("labels", {}).get("app.kubernetes.io/component")
-            == "installer-config"
-        ]
-        assert len(maps) == 1, "exactly one installer-config ConfigMap"
-        data = yaml.safe_load(maps[0]["data"]["installer.yaml"])
-        cfg = installer_config.parse(data, source="installer.yaml")
+        cfg = installer_config.parse(_installer_yaml(docs), source="installer.yaml")
         assert cfg.shims or cfg.custom_runtimes, "the rendered config enables nothing"
+
+
+def _values_paths_missing(data: Obj, schema: Obj, path: str) -> list[str]:
+    """installer.yaml keys under `path` that values.schema.json does not have there."""
+    missing = []
+    for key, value in data.items():
+        here = f"{path}.{key}" if path else str(key)
+        if not path and key in INSTALLER_ONLY:
+            continue
+        sub = schema.get("properties", {}).get(key)
+        if sub is None and isinstance(schema.get("additionalProperties"), dict):
+            sub = schema["additionalProperties"]
+        if sub is None:
+            missing.append(here)
+        elif isinstance(value, dict):
+            missing += _values_paths_missing(value, sub, here)
+    return missing
+
+
+def test_installer_config_keys_are_values_keys(rendered: list[list[Obj]]) -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    seed = CHART / "tests" / "values" / "seed-custom-runtimes.yaml"
+    everything = _render(
+        seed,
+        ["--set", "customRuntimes.enabled=true",
+         "--set", "shims.qemu-snp.crio.guestPull=true",
+         "--set", "shims.qemu-snp.agent.httpsProxy=http://proxy:3128"],
+    )  # fmt: skip
+    for docs in [*rendered, everything]:
+        data = _installer_yaml(docs)
+        assert _values_paths_missing(data, schema, "") == []
+    data = _installer_yaml(everything)
+    assert data["customRuntimes"]["runtimes"]["my-gpu-runtime"]["crio"]["pullType"] == "guest-pull"
+    assert data["shims"]["qemu-snp"]["agent"]["httpsProxy"] == "http://proxy:3128"
 
 
 def test_installer_containers_parse_with_the_installer_cli(rendered: list[list[Obj]]) -> None:

@@ -286,11 +286,10 @@ def test_installer_stages_then_revert_leave_the_host_as_it_was(
 INSTALL_STAGES = ("host-check", "artifacts", "cri")
 CLEANUP_STAGES = ("revert-cri", "remove-artifacts")
 _INSTALLER_YAML = """\
-version: 1
-suffix: ""
-debug: false
-distribution: k8s
+version: 2
+env: {multiInstallSuffix: "", debug: false}
+k8sDistribution: k8s
 shims:
   qemu:
-    arches: [amd64, arm64]
+    supportedArches: [amd64, arm64]
 """

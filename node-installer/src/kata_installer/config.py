@@ -1,8 +1,12 @@
 """Load and validate installer.yaml, the one document the chart renders for the node.
 
-The schema is defined in node-installer/README.md. Validation is strict: an unknown
-key, a wrong type or a bad value is a ConfigError naming the field
+The schema is defined in node-installer/README.md. Its keys are the node-side subset of
+the chart's values.yaml, at the same paths (`env.multiInstallSuffix`,
+`shims.<name>.containerd.snapshotter`, ...), so one grep finds a setting on both sides;
+only `version` and `nodeLabel` are installer.yaml's own. Validation is strict: an
+unknown key, a wrong type or a bad value is a ConfigError naming the field by that path
 (`shims.qemu.dropIn: not valid TOML: ...`), raised before anything on the host changes.
+The dataclasses below keep Python names; each field's comment gives its installer.yaml key.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import yaml
 
 from kata_installer import errors, shims
 
+# installer.yaml's schema version. Only the chart and installer images of one release
+# ever exchange the document, so a change of its keys bumps this without a migration.
+VERSION = 2
 DISTRIBUTIONS = ("k8s", "k3s", "rke2", "k0s", "microk8s")
 DEFAULT_NODE_LABEL = "katacontainers.io/kata-runtime"
 _SUFFIX_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
@@ -29,23 +36,27 @@ _LABEL_RE = re.compile(
 
 @dataclasses.dataclass(frozen=True)
 class ShimConfig:
+    """One enabled shim: `shims.<name>`."""
+
     name: str
-    arches: tuple[str, ...]
-    drop_in: str = ""
-    allowed_hypervisor_annotations: tuple[str, ...] = ()
-    snapshotter: str = ""
-    crio_guest_pull: bool = False
-    agent_https_proxy: str = ""
-    agent_no_proxy: str = ""
+    arches: tuple[str, ...]  # supportedArches
+    drop_in: str = ""  # dropIn
+    allowed_hypervisor_annotations: tuple[str, ...] = ()  # allowedHypervisorAnnotations
+    snapshotter: str = ""  # containerd.snapshotter
+    crio_guest_pull: bool = False  # crio.guestPull (TEE shims)
+    agent_https_proxy: str = ""  # agent.httpsProxy (TEE shims)
+    agent_no_proxy: str = ""  # agent.noProxy (TEE shims)
 
 
 @dataclasses.dataclass(frozen=True)
 class CustomRuntime:
+    """One custom runtime: `customRuntimes.runtimes.<name>`."""
+
     name: str
-    base_config: str
-    drop_in: str = ""
-    snapshotter: str = ""
-    crio_pull_type: str = ""
+    base_config: str  # baseConfig
+    drop_in: str = ""  # dropIn
+    snapshotter: str = ""  # containerd.snapshotter
+    crio_pull_type: str = ""  # crio.pullType
 
 
 DEFAULT_WAIT_RUNTIME_SECONDS = 300
@@ -53,14 +64,15 @@ DEFAULT_WAIT_RUNTIME_SECONDS = 300
 
 @dataclasses.dataclass(frozen=True)
 class InstallerConfig:
-    suffix: str = ""
-    debug: bool = False
-    distribution: str = "k8s"
-    node_label: str = DEFAULT_NODE_LABEL
-    containerd_config_path: str = ""
-    crio_drop_in_dir: str = ""
-    default_shim: dict[str, str] = dataclasses.field(default_factory=dict)
-    shims: dict[str, ShimConfig] = dataclasses.field(default_factory=dict)
+    suffix: str = ""  # env.multiInstallSuffix
+    debug: bool = False  # env.debug
+    distribution: str = "k8s"  # k8sDistribution
+    node_label: str = DEFAULT_NODE_LABEL  # nodeLabel (installer.yaml only)
+    containerd_config_path: str = ""  # containerd.configPath
+    crio_drop_in_dir: str = ""  # crio.dropInDir
+    default_shim: dict[str, str] = dataclasses.field(default_factory=dict)  # defaultShim
+    shims: dict[str, ShimConfig] = dataclasses.field(default_factory=dict)  # shims
+    # customRuntimes.runtimes
     custom_runtimes: dict[str, CustomRuntime] = dataclasses.field(default_factory=dict)
     # installer.waitRuntimeSeconds: how long `label` waits for the node to be Ready and
     # its runtime to serve every handler (and revert-cri for them to go)
@@ -142,9 +154,13 @@ def _check_toml(reader: _Reader, key: str, text: str) -> str:
     return text
 
 
-def _check_snapshotter(reader: _Reader, value: str) -> str:
+def _snapshotter(parent: _Reader) -> str:
+    """`<parent>.containerd.snapshotter`: a snapshotter name or ""."""
+    ctd = parent.sub("containerd")
+    value: str = ctd.get("snapshotter", str, "")
+    ctd.finish()
     if value and not _SNAPSHOTTER_RE.match(value):
-        raise reader.error(reader.field("snapshotter"), f"{value!r} is not a snapshotter name")
+        raise ctd.error(ctd.field("snapshotter"), f"{value!r} is not a snapshotter name")
     return value
 
 
@@ -153,28 +169,36 @@ def _shim(reader: _Reader, name: str) -> ShimConfig:
         raise reader.error(
             reader.path, f"unknown shim {name!r} (known: {', '.join(sorted(shims.CATALOGUE))})"
         )
-    arches = reader.str_list("arches")
+    arches = reader.str_list("supportedArches")
     for arch in arches:
         if arch not in shims.ARCHES:
             raise reader.error(
-                reader.field("arches"),
+                reader.field("supportedArches"),
                 f"unknown architecture {arch!r} (known: {', '.join(shims.ARCHES)})",
             )
+    crio = reader.sub("crio")
+    guest_pull = crio.get("guestPull", bool, False)
+    crio.finish()
+    agent = reader.sub("agent")
+    https_proxy = agent.get("httpsProxy", str, "")
+    no_proxy = agent.get("noProxy", str, "")
+    agent.finish()
     cfg = ShimConfig(
         name=name,
         arches=arches,
         drop_in=_check_toml(reader, "dropIn", reader.get("dropIn", str, "")),
         allowed_hypervisor_annotations=reader.str_list("allowedHypervisorAnnotations"),
-        snapshotter=_check_snapshotter(reader, reader.get("snapshotter", str, "")),
-        crio_guest_pull=reader.get("crioGuestPull", bool, False),
-        agent_https_proxy=reader.get("agentHttpsProxy", str, ""),
-        agent_no_proxy=reader.get("agentNoProxy", str, ""),
+        snapshotter=_snapshotter(reader),
+        crio_guest_pull=guest_pull,
+        agent_https_proxy=https_proxy,
+        agent_no_proxy=no_proxy,
     )
     reader.finish()
     tee = shims.CATALOGUE[name].tee
     if not tee and (cfg.crio_guest_pull or cfg.agent_https_proxy or cfg.agent_no_proxy):
         raise reader.error(
-            reader.path, "crioGuestPull, agentHttpsProxy and agentNoProxy apply to TEE shims only"
+            reader.path,
+            "crio.guestPull, agent.httpsProxy and agent.noProxy apply to TEE shims only",
         )
     return cfg
 
@@ -190,14 +214,16 @@ def _custom(reader: _Reader, name: str) -> CustomRuntime:
             reader.field("baseConfig"),
             f"unknown shim {base!r} (known: {', '.join(sorted(shims.CATALOGUE))})",
         )
-    pull = reader.get("crioPullType", str, "")
+    crio = reader.sub("crio")
+    pull = crio.get("pullType", str, "")
+    crio.finish()
     if pull not in ("", "guest-pull"):
-        raise reader.error(reader.field("crioPullType"), f'must be "" or guest-pull, not {pull!r}')
+        raise crio.error(crio.field("pullType"), f'must be "" or guest-pull, not {pull!r}')
     cfg = CustomRuntime(
         name=name,
         base_config=base,
         drop_in=_check_toml(reader, "dropIn", reader.get("dropIn", str, "")),
-        snapshotter=_check_snapshotter(reader, reader.get("snapshotter", str, "")),
+        snapshotter=_snapshotter(reader),
         crio_pull_type=pull,
     )
     reader.finish()
@@ -207,19 +233,30 @@ def _custom(reader: _Reader, name: str) -> CustomRuntime:
 def parse(data: Any, *, source: str) -> InstallerConfig:
     """Validate an already-parsed YAML document."""
     top = _Reader(data, "", source)
-    version = top.get("version", int, 1)
-    if version != 1:
-        raise top.error("version", f"unsupported schema version {version} (this installer reads 1)")
-    suffix = top.get("suffix", str, "")
-    if suffix and not _SUFFIX_RE.match(suffix):
-        raise top.error(
-            "suffix", f"{suffix!r} must be 1-32 lower-case letters, digits or '-' (DNS label)"
+    version = top.get("version", int, VERSION)
+    if version != VERSION:
+        older = (
+            " (the installer.yaml keys before they mirrored values.yaml)" if version == 1 else ""
         )
-    debug = top.get("debug", bool, False)
-    distribution = top.get("distribution", str, "k8s")
+        raise top.error(
+            "version",
+            f"schema version {version}{older}, but this installer reads version {VERSION}: "
+            "the chart and the installer image are from different releases; use the "
+            "installer image of the chart's own release",
+        )
+    env = top.sub("env")
+    suffix = env.get("multiInstallSuffix", str, "")
+    if suffix and not _SUFFIX_RE.match(suffix):
+        raise env.error(
+            env.field("multiInstallSuffix"),
+            f"{suffix!r} must be 1-32 lower-case letters, digits or '-' (DNS label)",
+        )
+    debug = env.get("debug", bool, False)
+    env.finish()
+    distribution = top.get("k8sDistribution", str, "k8s")
     if distribution not in DISTRIBUTIONS:
         raise top.error(
-            "distribution", f"{distribution!r} is not one of {', '.join(DISTRIBUTIONS)}"
+            "k8sDistribution", f"{distribution!r} is not one of {', '.join(DISTRIBUTIONS)}"
         )
     node_label = top.get("nodeLabel", str, DEFAULT_NODE_LABEL)
     if not _LABEL_RE.match(node_label):
@@ -238,13 +275,15 @@ def parse(data: Any, *, source: str) -> InstallerConfig:
     shim_map = top.sub("shims")
     shim_cfgs = {str(n): _shim(shim_map.sub(str(n)), str(n)) for n in shim_map.data}
     shim_map.finish()
-    custom_map = top.sub("customRuntimes")
+    custom_top = top.sub("customRuntimes")
+    custom_map = custom_top.sub("runtimes")
     customs = {str(n): _custom(custom_map.sub(str(n)), str(n)) for n in custom_map.data}
     custom_map.finish()
+    custom_top.finish()
     clash = sorted(set(shim_cfgs) & set(customs))
     if clash:
         raise top.error(
-            f"customRuntimes.{clash[0]}", "has the name of a shim; handlers would clash"
+            f"customRuntimes.runtimes.{clash[0]}", "has the name of a shim; handlers would clash"
         )
 
     defaults = top.sub("defaultShim")

@@ -1,15 +1,17 @@
 {{/*
 kata-deploy.installer.config: the text of installer.yaml (node-installer/README.md is its
-one definition): every node-side setting, enabled shims only.
+one definition): every node-side setting, enabled shims and custom runtimes only. Its
+keys are the values.yaml keys they come from, at the same paths, so one grep finds a
+setting on both sides; only `version` (bumped with any change of these keys: the chart
+and installer of one release exchange it) and `nodeLabel` are its own.
 Usage: {{ include "kata-deploy.installer.config" . }}
 */}}
 {{- define "kata-deploy.installer.config" -}}
 {{- $shims := (include "kata-deploy.enabledShims" . | fromYaml).names -}}
 {{- $config := dict
-  "version" 1
-  "suffix" .Values.env.multiInstallSuffix
-  "debug" .Values.env.debug
-  "distribution" .Values.k8sDistribution
+  "version" 2
+  "env" (dict "multiInstallSuffix" .Values.env.multiInstallSuffix "debug" .Values.env.debug)
+  "k8sDistribution" .Values.k8sDistribution
   "nodeLabel" "katacontainers.io/kata-runtime"
   "installer" (dict "waitRuntimeSeconds" (int .Values.installer.waitRuntimeSeconds))
   "containerd" (dict "configPath" .Values.containerd.configPath)
@@ -25,13 +27,19 @@ Usage: {{ include "kata-deploy.installer.config" . }}
 {{- range $name := $shims -}}
 {{- $shim := index $.Values.shims $name -}}
 {{- $entry := dict
-  "arches" $shim.supportedArches
+  "supportedArches" $shim.supportedArches
   "dropIn" ($shim.dropIn | default "")
   "allowedHypervisorAnnotations" ($shim.allowedHypervisorAnnotations | default list)
-  "snapshotter" ((dig "containerd" "snapshotter" "" $shim) | default "")
-  "crioGuestPull" ((dig "crio" "guestPull" false $shim) | default false)
-  "agentHttpsProxy" ((dig "agent" "httpsProxy" "" $shim) | default "")
-  "agentNoProxy" ((dig "agent" "noProxy" "" $shim) | default "") -}}
+  "containerd" (dict "snapshotter" ((dig "containerd" "snapshotter" "" $shim) | default "")) -}}
+{{- /* crio and agent exist in values.yaml for the TEE shims only */ -}}
+{{- if hasKey $shim "crio" -}}
+{{- $_ := set $entry "crio" (dict "guestPull" ((dig "crio" "guestPull" false $shim) | default false)) -}}
+{{- end -}}
+{{- if hasKey $shim "agent" -}}
+{{- $_ := set $entry "agent" (dict
+  "httpsProxy" ((dig "agent" "httpsProxy" "" $shim) | default "")
+  "noProxy" ((dig "agent" "noProxy" "" $shim) | default "")) -}}
+{{- end -}}
 {{- $_ := set $nodeShims $name $entry -}}
 {{- end -}}
 {{- $_ := set $config "shims" $nodeShims -}}
@@ -40,9 +48,9 @@ Usage: {{ include "kata-deploy.installer.config" . }}
 {{- $_ := set $custom $name (dict
   "baseConfig" $runtime.baseConfig
   "dropIn" ($runtime.dropIn | default "")
-  "snapshotter" ((dig "containerd" "snapshotter" "" $runtime) | default "")
-  "crioPullType" ((dig "crio" "pullType" "" $runtime) | default "")) -}}
+  "containerd" (dict "snapshotter" ((dig "containerd" "snapshotter" "" $runtime) | default ""))
+  "crio" (dict "pullType" ((dig "crio" "pullType" "" $runtime) | default ""))) -}}
 {{- end -}}
-{{- $_ := set $config "customRuntimes" $custom -}}
+{{- $_ := set $config "customRuntimes" (dict "runtimes" $custom) -}}
 {{- toYaml $config -}}
 {{- end -}}

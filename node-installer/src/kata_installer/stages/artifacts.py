@@ -39,7 +39,9 @@ _SPACE_MARGIN = 16 << 20
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-    kind: str  # file | link | dir
+    """One path of the desired tree, with where its bytes come from."""
+
+    kind: state.Kind
     mode: int = 0o644
     src: pathlib.Path | None = None
     data: bytes | None = None
@@ -47,12 +49,12 @@ class Entry:
     sha256: str = ""
     size: int = 0
 
-    def manifest(self) -> dict[str, str]:
-        if self.kind == "file":
-            return {"type": "file", "sha256": self.sha256, "mode": f"{self.mode:04o}"}
-        if self.kind == "link":
-            return {"type": "link", "target": self.target}
-        return {"type": "dir", "mode": f"{self.mode:04o}"}
+    def manifest(self) -> state.ManifestEntry:
+        if self.kind is state.Kind.FILE:
+            return state.ManifestEntry(self.kind, mode=self.mode, sha256=self.sha256)
+        if self.kind is state.Kind.LINK:
+            return state.ManifestEntry(self.kind, target=self.target)
+        return state.ManifestEntry(self.kind, mode=self.mode)
 
 
 def _sha(data: bytes) -> str:
@@ -79,7 +81,7 @@ class _Planner:
     def _add_dirs(self, rel: str) -> None:
         parent = posixpath.dirname(rel)
         while parent:
-            self.entries.setdefault(parent, Entry("dir", mode=0o755))
+            self.entries.setdefault(parent, Entry(state.Kind.DIR, mode=0o755))
             parent = posixpath.dirname(parent)
 
     def _add_payload(self, rel: str, why: str, depth: int = 0) -> None:
@@ -95,7 +97,7 @@ class _Planner:
         self._add_dirs(rel)
         if stat.S_ISLNK(st.st_mode):
             target = str(src.readlink())
-            self.entries[rel] = Entry("link", target=target)
+            self.entries[rel] = Entry(state.Kind.LINK, target=target)
             if target.startswith(shims.RELEASE_PREFIX + "/"):
                 resolved = target[len(shims.RELEASE_PREFIX) + 1 :]
             elif target.startswith("/"):
@@ -110,12 +112,12 @@ class _Planner:
                 )
             self._add_payload(resolved, f"{why} (through symlink {rel})", depth + 1)
         elif stat.S_ISDIR(st.st_mode):
-            self.entries[rel] = Entry("dir", mode=stat.S_IMODE(st.st_mode) | 0o700)
+            self.entries[rel] = Entry(state.Kind.DIR, mode=stat.S_IMODE(st.st_mode) | 0o700)
             for child in sorted(c.name for c in src.iterdir()):
                 self._add_payload(f"{rel}/{child}", why, depth)
         elif stat.S_ISREG(st.st_mode):
             self.entries[rel] = Entry(
-                "file",
+                state.Kind.FILE,
                 mode=stat.S_IMODE(st.st_mode),
                 src=src,
                 sha256=_sha_file(src),
@@ -126,7 +128,9 @@ class _Planner:
 
     def _generated(self, rel: str, data: bytes) -> None:
         self._add_dirs(rel)
-        self.entries[rel] = Entry("file", mode=0o644, data=data, sha256=_sha(data), size=len(data))
+        self.entries[rel] = Entry(
+            state.Kind.FILE, mode=0o644, data=data, sha256=_sha(data), size=len(data)
+        )
 
     def base_config(self, shim: shims.Shim, why: str) -> tuple[str, bytes, dict[str, Any]]:
         for rel in shim.config_candidates:
@@ -158,22 +162,12 @@ class _Planner:
         return rel, doc, raw
 
     def plan(self) -> dict[str, Entry]:
-        cfg = self.cfg
-        active = {s.name: s for s in layout.active_shims(cfg, self.ctx.arch)}
-        for h in layout.handlers(cfg, self.ctx.arch):
-            if h.name == cfg.install_name:
+        for h in layout.handlers(self.cfg, self.ctx.arch):
+            if h.origin is layout.Origin.DEFAULT:
                 continue  # the default handler shares its shim's directory
-            shim_cfg = (
-                active.get(h.shim.name) if h.config_dir.startswith(layout.RUNTIMES_DIR) else None
-            )
-            custom = next(
-                (c for c in cfg.custom_runtimes.values() if h.name == cfg.handler(c.name)), None
-            )
-            why = f"shim {h.shim.name}" if custom is None else f"custom runtime {custom.name}"
-            _, doc, raw = self._shim_files(h.shim, why)
+            _, doc, raw = self._shim_files(h.shim, h.describe())
             self._generated(f"{h.config_dir}/{h.shim.config_file}", raw)
-            drop_in = custom.drop_in if custom else (shim_cfg.drop_in if shim_cfg else "")
-            for name, data in drop_ins(cfg, h.shim, shim_cfg, doc, drop_in).items():
+            for name, data in drop_ins(self.cfg, h, doc).items():
                 self._generated(f"{h.config_dir}/config.d/{name}", data)
         return dict(sorted(self.entries.items()))
 
@@ -195,14 +189,10 @@ def _toml(doc: dict[str, Any]) -> bytes:
 
 
 def drop_ins(
-    cfg: config.InstallerConfig,
-    shim: shims.Shim,
-    shim_cfg: config.ShimConfig | None,
-    base: dict[str, Any],
-    user_drop_in: str,
+    cfg: config.InstallerConfig, handler: layout.Handler, base: dict[str, Any]
 ) -> dict[str, bytes]:
-    """The config.d files of one handler, by file name."""
-    hv_name, hv = _hypervisor(base, shim.config_file)
+    """The config.d files of one handler, by file name; `base` is its shim's configuration."""
+    hv_name, hv = _hypervisor(base, handler.shim.config_file)
     out: dict[str, bytes] = {}
     if cfg.prefix != shims.RELEASE_PREFIX:
         old, new = shims.RELEASE_PREFIX + "/", cfg.prefix + "/"
@@ -227,23 +217,23 @@ def drop_ins(
                 "runtime": {"enable_debug": True},
             }
         )
-    if shim_cfg and shim.tee and (shim_cfg.agent_https_proxy or shim_cfg.agent_no_proxy):
+    if handler.shim.tee and (handler.agent_https_proxy or handler.agent_no_proxy):
         params = [str(hv.get("kernel_params", ""))] if hv.get("kernel_params") else []
-        if shim_cfg.agent_https_proxy:
-            params.append(f"agent.https_proxy={shim_cfg.agent_https_proxy}")
-        if shim_cfg.agent_no_proxy:
-            params.append(f"agent.no_proxy={shim_cfg.agent_no_proxy}")
+        if handler.agent_https_proxy:
+            params.append(f"agent.https_proxy={handler.agent_https_proxy}")
+        if handler.agent_no_proxy:
+            params.append(f"agent.no_proxy={handler.agent_no_proxy}")
         out["30-agent-proxy.toml"] = _toml(
             {"hypervisor": {hv_name: {"kernel_params": " ".join(params)}}}
         )
-    if shim_cfg and shim_cfg.allowed_hypervisor_annotations:
+    if handler.allowed_hypervisor_annotations:
         current = [str(a) for a in hv.get("enable_annotations", []) or []]
-        merged = current + [a for a in shim_cfg.allowed_hypervisor_annotations if a not in current]
+        merged = current + [a for a in handler.allowed_hypervisor_annotations if a not in current]
         out["40-hypervisor-annotations.toml"] = _toml(
             {"hypervisor": {hv_name: {"enable_annotations": merged}}}
         )
-    if user_drop_in.strip():
-        data = user_drop_in if user_drop_in.endswith("\n") else user_drop_in + "\n"
+    if handler.drop_in.strip():
+        data = handler.drop_in if handler.drop_in.endswith("\n") else handler.drop_in + "\n"
         out["50-user-overrides.toml"] = data.encode()
     return out
 
@@ -256,7 +246,7 @@ def plan(ctx: Context) -> dict[str, Entry]:
     return entries
 
 
-def manifest(entries: dict[str, Entry]) -> dict[str, dict[str, str]]:
+def manifest(entries: dict[str, Entry]) -> dict[str, state.ManifestEntry]:
     return {rel: e.manifest() for rel, e in entries.items()}
 
 
@@ -276,10 +266,10 @@ def _on_disk_matches(root: pathlib.Path, entries: dict[str, Entry]) -> bool:
             st = p.lstat()
         except FileNotFoundError:
             return False
-        if e.kind == "dir":
+        if e.kind is state.Kind.DIR:
             if not stat.S_ISDIR(st.st_mode):
                 return False
-        elif e.kind == "link":
+        elif e.kind is state.Kind.LINK:
             if not stat.S_ISLNK(st.st_mode) or str(p.readlink()) != e.target:
                 return False
         elif (
@@ -312,12 +302,10 @@ class Artifacts:
         if staging.exists() or old.exists():
             return False
         doc = state.load(ctx.host, ctx.cfg)
-        if doc is None:
+        if doc is None or doc.artifacts is None:
             return False
         entries = plan(ctx)
-        return doc["artifacts"].get("manifest") == manifest(entries) and _on_disk_matches(
-            target, entries
-        )
+        return doc.artifacts.manifest == manifest(entries) and _on_disk_matches(target, entries)
 
     def _recover(self, ctx: Context) -> None:
         """Finish or undo a swap an earlier run died in the middle of."""
@@ -345,18 +333,18 @@ class Artifacts:
         w.make_dirs(staging)
         for rel, e in entries.items():
             dst = staging / rel
-            if e.kind == "dir":
+            if e.kind is state.Kind.DIR:
                 w.make_dirs(dst, mode=e.mode)
-            elif e.kind == "link":
+            elif e.kind is state.Kind.LINK:
                 w.symlink(e.target, dst)
             elif e.src is not None:
                 w.copy_file(e.src, dst, mode=e.mode)
             else:
                 w.new_file(dst, e.data or b"", mode=e.mode)
-        doc = state.empty()
-        if previous is not None:
-            doc["cri"] = previous["cri"]
-        doc["artifacts"] = {"prefix": ctx.cfg.prefix, "manifest": manifest(entries)}
+        doc = state.State(
+            artifacts=state.Artifacts(prefix=ctx.cfg.prefix, manifest=manifest(entries)),
+            cri=previous.cri if previous is not None else state.CriState(),
+        )
         w.new_file(staging / layout.STATE_FILE, state.encode(doc))
         if target.exists():
             w.rename(target, old)
@@ -364,7 +352,7 @@ class Artifacts:
         w.remove_tree(old)
         log.info(
             "installed %d files for %d handlers into %s",
-            sum(1 for e in entries.values() if e.kind != "dir"),
+            sum(1 for e in entries.values() if e.kind is not state.Kind.DIR),
             len(layout.handlers(ctx.cfg, ctx.arch)),
             ctx.cfg.prefix,
         )
@@ -382,15 +370,15 @@ class Artifacts:
                     "%s exists but has no kata-deploy state file; leaving it", ctx.cfg.prefix
                 )
             return False
-        if doc["cri"].get("entries"):
+        if doc.cri.entries:
             raise errors.HostError(
                 f"the container runtime is still configured to use {ctx.cfg.prefix}; "
                 "run revert-cri before remove-artifacts"
             )
-        entries: dict[str, dict[str, str]] = doc["artifacts"].get("manifest", {})
+        entries = doc.artifacts.manifest if doc.artifacts is not None else {}
         for rel in sorted(entries, key=lambda r: (-r.count("/"), r), reverse=False):
             p = target / rel
-            if entries[rel]["type"] == "dir":
+            if entries[rel].kind is state.Kind.DIR:
                 w.remove_dir_if_empty(p)
             else:
                 w.remove_file(p)

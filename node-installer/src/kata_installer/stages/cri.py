@@ -16,11 +16,10 @@ the restart) pays it even when no file changes; the check fails while it is owed
 
 from __future__ import annotations
 
-import base64
+import dataclasses
 import hashlib
 import logging
 import posixpath
-from typing import Any
 
 from kata_installer import errors, layout, runtimes, state
 from kata_installer.runtimes import containerd, crio, detect
@@ -33,24 +32,24 @@ def _sha(data: bytes | None) -> str:
     return "absent" if data is None else hashlib.sha256(data).hexdigest()
 
 
-def owed(doc: dict[str, Any] | None) -> str:
+def owed(doc: state.State | None) -> str:
     """The unit whose restart an earlier write still owes, or ""."""
-    return str((doc or {}).get("cri", {}).get("restart_owed") or "")
+    return doc.cri.restart_owed if doc is not None else ""
 
 
-def _owe(ctx: Context, doc: dict[str, Any], unit: str) -> None:
-    if unit and owed(doc) != unit:
-        doc["cri"]["restart_owed"] = unit
+def _owe(ctx: Context, doc: state.State, unit: str) -> None:
+    if unit and doc.cri.restart_owed != unit:
+        doc.cri.restart_owed = unit
         state.save(ctx.host, ctx.writer, ctx.cfg, doc)
 
 
-def _pay(ctx: Context, doc: dict[str, Any]) -> None:
+def _pay(ctx: Context, doc: state.State) -> None:
     """Restart the unit owed (HostError leaves the debt in place), then clear the debt."""
-    unit = owed(doc)
+    unit = doc.cri.restart_owed
     if not unit:
         return
     ctx.restarter.restart(unit)
-    doc["cri"].pop("restart_owed", None)
+    doc.cri.restart_owed = ""
     state.save(ctx.host, ctx.writer, ctx.cfg, doc)
 
 
@@ -106,9 +105,8 @@ class Cri:
             raise errors.HostError(
                 f"{ctx.cfg.prefix} is not installed on this node; run the artifacts stage first"
             )
-        entries: list[dict[str, Any]] = doc["cri"].setdefault("entries", [])
         unit = ctx.runtime().unit
-        doc["cri"]["unit"] = unit
+        doc.cri.unit = unit
         for t in targets(ctx):
             _refuse_odd_link(ctx, t.path)
             current = ctx.host.read_bytes(t.path)
@@ -116,22 +114,24 @@ class Cri:
             if desired == current:
                 continue
             _owe(ctx, doc, unit)
-            entry = next((e for e in entries if e["path"] == t.path), None)
+            entry = doc.cri.entry(t.path)
             if entry is None:
                 if t.owned and current is not None:
                     raise errors.HostError(
                         f"{t.path} exists and was not written by this install; refusing to "
                         "overwrite it (is another kata-deploy using the same suffix?)"
                     )
-                entry = {
-                    "path": t.path,
-                    "owned": t.owned,
-                    "what": t.what,
-                    "original": None if current is None else base64.b64encode(current).decode(),
-                    "created_dirs": _created_dirs(ctx, t.path),
-                }
-                entries.append(entry)
-            entry["written"] = _sha(desired)
+                entry = state.CriEntry(
+                    path=t.path,
+                    owned=t.owned,
+                    what=t.what,
+                    original=current,
+                    created_dirs=tuple(_created_dirs(ctx, t.path)),
+                    written=_sha(desired),
+                )
+            else:
+                entry = dataclasses.replace(entry, written=_sha(desired))
+            doc.cri.record(entry)
             state.save(ctx.host, ctx.writer, ctx.cfg, doc)
             real = ctx.host.path(t.path)
             ctx.writer.make_dirs(real.parent)
@@ -144,25 +144,25 @@ class Cri:
 
     def revert(self, ctx: Context) -> bool:
         doc = state.load(ctx.host, ctx.cfg)
-        if doc is None or not (doc["cri"].get("entries") or owed(doc)):
+        if doc is None or not (doc.cri.entries or doc.cri.restart_owed):
             return False
-        entries: list[dict[str, Any]] = doc["cri"].get("entries", [])
-        unit = str(doc["cri"].get("unit", ""))
+        entries = list(doc.cri.entries)
+        unit = doc.cri.unit or ""
         if entries:
             _owe(ctx, doc, unit)
         w = ctx.writer
         changed = False
         unrender = {t.path: t.unrender for t in self._targets_or_empty(ctx)}
         for entry in reversed(entries):
-            path = str(entry["path"])
+            path = entry.path
             real = ctx.host.path(path)
             current = ctx.host.read_bytes(path)
-            original = None if entry["original"] is None else base64.b64decode(entry["original"])
-            if entry["owned"]:
+            original = entry.original
+            if entry.owned:
                 changed |= w.remove_file(real)
             elif current is None:
                 log.warning("%s is gone; nothing to restore", path)
-            elif _sha(current) == entry.get("written"):
+            elif _sha(current) == entry.written:
                 if original is None:
                     changed |= w.remove_file(real)
                 else:
@@ -174,16 +174,15 @@ class Cri:
                     log.warning(
                         "%s changed since kata-deploy edited it; removing only our %s",
                         path,
-                        entry.get("what", "part"),
+                        entry.what or "part",
                     )
                     if cleaned is None:
                         changed |= w.remove_file(real)
                     else:
                         changed |= w.write_file(real, cleaned)
-            for d in reversed(entry.get("created_dirs", [])):
+            for d in reversed(entry.created_dirs):
                 w.remove_dir_if_empty(ctx.host.path(d))
-        debt = owed(doc)
-        doc["cri"] = {"entries": [], **({"restart_owed": debt} if debt else {})}
+        doc.cri = state.CriState(restart_owed=doc.cri.restart_owed)
         state.save(ctx.host, ctx.writer, ctx.cfg, doc)
         if changed:
             log.info("restored the runtime configuration")
