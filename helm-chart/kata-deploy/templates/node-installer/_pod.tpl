@@ -152,6 +152,10 @@ Usage: {{- include "kata-deploy.installer.container" (list . "cri" "cri" "privil
   args: [--config, /etc/kata-deploy/installer.yaml, {{ $stage }}]
   env:
     {{- include "kata-deploy.installer.env" $root | nindent 4 }}
+  {{- with $root.Values.installer.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   securityContext:
   {{- if eq $profile "privileged" }}
     # Changes host files (SELinux-enforcing hosts allow that only to privileged
