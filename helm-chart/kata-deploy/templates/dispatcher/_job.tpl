@@ -70,6 +70,13 @@ spec:
       labels:
         {{- include "kata-deploy.selectorLabels" $root | nindent 8 }}
         app.kubernetes.io/component: dispatcher
+        {{- with $root.Values.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- with $root.Values.podAnnotations }}
+      annotations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
     spec:
       restartPolicy: Never
       serviceAccountName: {{ include "kata-deploy.dispatcher.serviceAccountName" $root }}
