@@ -86,3 +86,21 @@ Usage: {{ $nfd := eq (include "kata-deploy.nfdPresent" .) "true" }}
 {{- end -}}
 {{- ternary "true" "false" (and $present true) -}}
 {{- end -}}
+
+{{/*
+kata-deploy.defaultShims: the defaultShim entries the installer acts on, as YAML
+{arch: shim}: those naming an enabled shim that supports that architecture (the same
+filter as installer.yaml's defaultShim in node-installer/_config.tpl). A node of such an
+architecture registers the plain `kata[-suffix]` handler with that shim.
+Usage: {{ $defaults := include "kata-deploy.defaultShims" . | fromYaml }}
+*/}}
+{{- define "kata-deploy.defaultShims" -}}
+{{- $enabled := (include "kata-deploy.enabledShims" . | fromYaml).names -}}
+{{- $defaults := dict -}}
+{{- range $arch, $shim := .Values.defaultShim -}}
+{{- if and (has $shim $enabled) (has $arch (index $.Values.shims $shim).supportedArches) -}}
+{{- $_ := set $defaults $arch $shim -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $defaults -}}
+{{- end -}}
