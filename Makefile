@@ -76,8 +76,9 @@ docs: ## Regenerate the chart's values.schema.json and README values table
 	python3 hack/chart-docs.py --write
 
 .PHONY: verify-docs
-verify-docs: ## Fail if the generated chart docs drifted from values.yaml
+verify-docs: ## Fail if the generated chart docs drifted from values.yaml or the README's table points nowhere
 	python3 hack/chart-docs.py --check
+	pytest -q tests/docs
 
 .PHONY: hadolint
 hadolint: ## Lint the Dockerfiles (and the local stand-in bases of images/bases)

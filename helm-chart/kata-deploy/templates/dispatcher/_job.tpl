@@ -79,11 +79,29 @@ spec:
       labels:
         {{- include "kata-deploy.selectorLabels" $root | nindent 8 }}
         app.kubernetes.io/component: dispatcher
+        {{- with $root.Values.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- with $root.Values.podAnnotations }}
+      annotations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
     spec:
       restartPolicy: Never
       serviceAccountName: {{ include "kata-deploy.dispatcher.serviceAccountName" $root }}
       {{- with $root.Values.imagePullSecrets }}
       imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $root.Values.job.dispatcherPriorityClassName }}
+      priorityClassName: {{ . }}
+      {{- end }}
+      {{- with $root.Values.job.dispatcherNodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $root.Values.job.dispatcherTolerations }}
+      tolerations:
         {{- toYaml . | nindent 8 }}
       {{- end }}
       securityContext:
@@ -104,6 +122,10 @@ spec:
               valueFrom:
                 fieldRef:
                   fieldPath: metadata.namespace
+          {{- with $root.Values.job.dispatcherResources }}
+          resources:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
           securityContext:
             runAsNonRoot: true
             allowPrivilegeEscalation: false

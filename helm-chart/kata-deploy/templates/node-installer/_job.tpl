@@ -30,6 +30,13 @@ spec:
     metadata:
       labels:
         {{- include "kata-deploy.installer.jobLabels" $root | nindent 8 }}
+        {{- with $root.Values.podLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- with $root.Values.podAnnotations }}
+      annotations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
     spec:
       restartPolicy: Never
       serviceAccountName: {{ include "kata-deploy.installer.serviceAccountName" $root }}
