@@ -157,6 +157,8 @@ class FakeApi:
         self.delete_at_once = False  # a DaemonSet DELETE answers Status and removes it
         self.max_unfinished = 0
         self.configmaps: dict[str, Obj] = {}
+        self.leases: dict[str, Obj] = {}
+        self.cronjobs: dict[str, Obj] = {}
         self._live: set[str] = set()  # Jobs that may be unfinished: what unfinished() reads
         self._rv = 100
         self._uids = itertools.count(1)
@@ -460,12 +462,6 @@ class FakeApi:
             continue_token,
         )
 
-    def read_job(self, namespace: str, name: str) -> Obj:
-        self._enter("read_job", namespace=namespace, name=name)
-        if name not in self.jobs:
-            raise errors.NotFound(f"read Job {name}", status=404, reason="NotFound")
-        return copy.deepcopy(self.jobs[name])
-
     def create_job(self, namespace: str, body: Obj) -> Obj:
         name = body["metadata"]["name"]
         self._enter("create_job", namespace=namespace, name=name)
@@ -521,10 +517,50 @@ class FakeApi:
             if op["op"] == "test" and job["metadata"].get(field) != op["value"]:
                 raise errors.Invalid(f"patch Job {name}", status=422, reason="Invalid")
         for op in patch:
-            if op["op"] == "replace":
-                job["metadata"][op["path"].removeprefix("/metadata/")] = copy.deepcopy(op["value"])
+            if op["op"] in ("replace", "add"):
+                *parents, key = [
+                    part.replace("~1", "/").replace("~0", "~") for part in op["path"].split("/")[1:]
+                ]
+                target = job
+                for part in parents:
+                    target = target[part]
+                target[key] = copy.deepcopy(op["value"])
         self._event("MODIFIED", job)
         return copy.deepcopy(job)
+
+    def delete_cronjob(self, namespace: str, name: str) -> None:
+        self._enter("delete_cronjob", namespace=namespace, name=name)
+        if name not in self.cronjobs:
+            raise errors.NotFound(f"delete CronJob {name}", status=404, reason="NotFound")
+        del self.cronjobs[name]
+
+    def read_lease(self, namespace: str, name: str) -> Obj:
+        self._enter("read_lease", namespace=namespace, name=name)
+        if name not in self.leases:
+            raise errors.NotFound(f"read Lease {name}", status=404, reason="NotFound")
+        return copy.deepcopy(self.leases[name])
+
+    def create_lease(self, namespace: str, body: Obj) -> Obj:
+        name = body["metadata"]["name"]
+        self._enter("create_lease", namespace=namespace, name=name, body=body)
+        if name in self.leases:
+            raise errors.AlreadyExists(f"create Lease {name}", status=409, reason="AlreadyExists")
+        lease = copy.deepcopy(body)
+        lease["metadata"]["resourceVersion"] = str(self.next_rv())
+        self.leases[name] = lease
+        return copy.deepcopy(lease)
+
+    def replace_lease(self, namespace: str, name: str, body: Obj) -> Obj:
+        self._enter("replace_lease", namespace=namespace, name=name, body=body)
+        current = self.leases.get(name)
+        if current is None:
+            raise errors.NotFound(f"update Lease {name}", status=404, reason="NotFound")
+        if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            raise errors.Conflict(f"update Lease {name}", status=409, reason="Conflict")
+        lease = copy.deepcopy(body)
+        lease["metadata"]["resourceVersion"] = str(self.next_rv())
+        self.leases[name] = lease
+        return copy.deepcopy(lease)
 
     def read_configmap(self, namespace: str, name: str) -> Obj:
         self._enter("read_configmap", namespace=namespace, name=name)

@@ -118,6 +118,9 @@ def test_every_flag_has_an_environment_twin(
         "KATA_DISPATCHER_ANCHOR_CONFIGMAP": "templates",
         "KATA_DISPATCHER_MAX_FAILED_NODES": "2%",
         "KATA_DISPATCHER_DONE_LABEL": "example.com/kata",
+        "KATA_DISPATCHER_LEASE": "kata-deploy-dispatcher",
+        "KATA_DISPATCHER_LEASE_MODE": "yield",
+        "KATA_DISPATCHER_DELETE_CRONJOB": "kata-deploy-reconcile",
     }
     parser = cli.build_parser()
     flags = {a.option_strings[0] for a in parser._actions if a.option_strings} - {"-h", "--version"}
@@ -153,6 +156,9 @@ def test_every_flag_has_an_environment_twin(
         anchor_configmap="templates",
         max_failed_nodes=settings.Budget(2, percent=True),
         done_label="example.com/kata",
+        lease="kata-deploy-dispatcher",
+        lease_mode=settings.LeaseMode.YIELD,
+        delete_cronjob="kata-deploy-reconcile",
     )
 
 
@@ -189,6 +195,9 @@ def test_skip_done_from_environment(template_file: pathlib.Path) -> None:
         (["--max-failed-nodes", "ten"], "is not a count (3) or a percentage (1%)"),
         (["--max-failed-nodes", "101%"], "more than 100%"),
         (["--anchor-configmap", "Not_A_Name"], "is not a valid ConfigMap name"),
+        (["--lease-mode", "yield"], "--lease-mode needs --lease"),
+        (["--lease", "UPPER"], "--lease 'UPPER' is not a valid object name"),
+        (["--delete-cronjob", "r"], "--delete-cronjob only makes sense with --stage cleanup"),
     ],
 )
 def test_bad_skip_done_and_budget_flags_are_usage_errors(
@@ -329,7 +338,7 @@ def test_missing_owner_is_exit_2_with_a_json_error(
 
 def test_unreachable_api_is_exit_3(make_api: MakeApi, run_job_mode: RunJobMode) -> None:
     api = make_api(2)
-    api.fail("read_job", *[errors.Transient("read", message="connection refused")] * 1000)
+    api.fail("list_jobs", *[errors.Transient("read", message="connection refused")] * 1000)
     code, captured = run_job_mode(api, "--retry-budget", "10")
     assert code == 3
     assert json.loads(captured.out)["exit_code"] == 3

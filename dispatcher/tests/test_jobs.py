@@ -315,8 +315,13 @@ def test_build_with_an_anchor_has_two_owners_and_the_hash_label(template: dict[s
 def test_adoption_patch_is_guarded_by_the_uid() -> None:
     patch = jobs.adoption_patch("old-job-uid", jobs.Owner("d", "new-uid"), None)
     assert patch[0] == {"op": "test", "path": "/metadata/uid", "value": "old-job-uid"}
-    assert patch[1]["op"] == "replace" and patch[1]["path"] == "/metadata/ownerReferences"
-    assert [r["uid"] for r in patch[1]["value"]] == ["new-uid"]
+    assert patch[1] == {
+        "op": "add",
+        "path": "/metadata/labels/kata-deploy.katacontainers.io~1owner",
+        "value": "d",
+    }
+    assert patch[2]["op"] == "replace" and patch[2]["path"] == "/metadata/ownerReferences"
+    assert [r["uid"] for r in patch[2]["value"]] == ["new-uid"]
 
 
 @pytest.mark.parametrize(

@@ -206,7 +206,7 @@ def test_429_carries_retry_after(server: Server) -> None:
         (429, {"Retry-After": "2"}, {"kind": "Status", "reason": "TooManyRequests"})
     )
     with pytest.raises(errors.Transient) as info:
-        make_api(server.port).read_job("ns", "j")
+        make_api(server.port).read_lease("ns", "j")
     assert info.value.status == 429 and info.value.retry_after == 2.0
 
 

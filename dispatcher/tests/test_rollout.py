@@ -13,6 +13,7 @@ dispatching; --timeout; progress lines; a Job deleted under us; a rejected Job;
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 from collections.abc import Callable
@@ -59,15 +60,14 @@ def test_every_node_gets_exactly_one_job_paced(
     # 10 nodes, 3 at a time, 5 s each: 4 waves.
     assert summary.elapsed_seconds == pytest.approx(20)
     assert summary.api_requests == api.api_requests
-    # No per-Job polling: Jobs are never read one by one on the happy path.
-    assert api.calls_of("read_job") == [
-        fakes.Call("read_job", {"namespace": "kata", "name": "dispatcher"})
-    ]
+    # No per-Job polling: Jobs are never read one by one on the happy path; the owner is
+    # read once, with a LIST by name.
+    owner_reads = [c for c in api.calls_of("list_jobs") if c.args["field_selector"]]
+    assert [c.args["field_selector"] for c in owner_reads] == ["metadata.name=dispatcher"]
     watch = api.calls_of("watch_jobs")[0].args
+    # every dispatcher's Jobs of this release and stage: any of them may be taken over
     assert watch["label_selector"] == (
-        "kata-deploy.katacontainers.io/owner=dispatcher,"
-        "kata-deploy.katacontainers.io/release=kata-deploy,"
-        "kata-deploy.katacontainers.io/stage=install"
+        "kata-deploy.katacontainers.io/release=kata-deploy,kata-deploy.katacontainers.io/stage=install"
     )
     assert watch["resource_version"] != ""
     assert 1 <= watch["timeout_seconds"] <= 10
@@ -228,7 +228,10 @@ def test_skip_done_creates_no_job_for_nodes_already_installed(
     api2 = fakes.FakeApi(clock, nodes=[_with_result("done-1", current)])
     again = run(api2, config, template, clock)
     assert again.already_done == 1 and not api2.created
-    assert not api2.calls_of("watch_jobs") and not api2.calls_of("list_jobs")
+    assert not api2.calls_of("watch_jobs")
+    assert [c.args["field_selector"] for c in api2.calls_of("list_jobs")] == [
+        "metadata.name=dispatcher"  # the owner, and nothing else
+    ]
 
 
 def test_a_missing_anchor_is_a_usage_error(
@@ -534,7 +537,7 @@ def test_410_gone_relists_and_loses_no_result(
     api.on_watch = expire
     summary = run(api, make_settings(parallelism=3, progress_interval=3), template, clock)
     assert summary.succeeded == 6
-    assert len(api.calls_of("list_jobs")) == 2
+    assert len([c for c in api.calls_of("list_jobs") if not c.args["field_selector"]]) == 2
     assert dict(api.created) == {job_of(n): 1 for n in node_names(6)}
 
 
@@ -648,7 +651,7 @@ def test_create_race_with_our_own_job_adopts_it(
         api.calls_of("list_jobs")[-1].args["field_selector"]
         == f"metadata.name={job_of('worker-000')}"
     )
-    assert [c.args["name"] for c in api.calls_of("read_job")] == ["dispatcher"]
+    assert api.calls_of("list_jobs")[0].args["field_selector"] == "metadata.name=dispatcher"
 
 
 def test_cleanup_removes_the_install_jobs_after_full_success(
@@ -688,7 +691,7 @@ def test_dry_run_creates_nothing(
     assert summary.outcome is rollout.Outcome.DRY_RUN and summary.exit_code is errors.ExitCode.OK
     assert [j["metadata"]["name"] for j in summary.jobs] == [job_of(n) for n in node_names(3)]
     assert summary.jobs[0]["metadata"]["ownerReferences"][0]["uid"] == rollout.DRY_RUN_UID
-    assert {c.method for c in api.calls} == {"read_job", "list_nodes"}
+    assert {c.method for c in api.calls} == {"list_jobs", "list_nodes"}
 
 
 def test_no_nodes_selected_is_success_with_nothing_to_do(
@@ -755,3 +758,70 @@ def test_pacing_invariant(  # noqa: PLR0917 - hypothesis passes strategies by ke
     failed = {f["node"] for f in summary.failed}
     assert failed == {names[i] for i in failures if i < count}
     assert summary.succeeded + len(failed) == count
+
+
+# -- one run at a time: the Lease, and the reconcile CronJob on cleanup -------------------
+
+
+def test_a_run_holds_the_lease_renews_it_and_releases_it(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(6)
+    api.default = fakes.Script(duration=25)
+    config = make_settings(lease="kata-deploy-dispatcher", progress_interval=10, parallelism=2)
+    summary = run(api, config, template, clock)
+    assert summary.outcome is rollout.Outcome.SUCCEEDED and summary.succeeded == 6
+    writes = [c.args["body"]["spec"]["holderIdentity"] for c in api.calls_of("replace_lease")]
+    assert len(writes) >= 3 and writes[-1] == ""  # renewed on ticks, released at the end
+    assert set(writes[:-1]) == {"dispatcher/owner-uid"}
+    assert api.leases["kata-deploy-dispatcher"]["spec"]["holderIdentity"] == ""
+
+
+def test_a_reconcile_run_yields_to_a_live_run(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(3)
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    api.leases["kata-deploy-dispatcher"] = {
+        "metadata": {"name": "kata-deploy-dispatcher", "resourceVersion": "3"},
+        "spec": {"holderIdentity": "kata-deploy-job-dispatcher@pod", "leaseDurationSeconds": 60,
+                 "renewTime": now},
+    }  # fmt: skip
+    config = make_settings(lease="kata-deploy-dispatcher", lease_mode=settings.LeaseMode.YIELD)
+    summary = run(api, config, template, clock)
+    assert summary.outcome is rollout.Outcome.YIELDED and summary.exit_code is errors.ExitCode.OK
+    assert not api.created and not api.calls_of("list_nodes")
+    assert summary.as_dict()["result"] == "yielded"
+
+
+def test_a_cleanup_deletes_the_reconcile_cronjob_before_anything_else(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(2)
+    api.cronjobs["kata-deploy-reconcile"] = {"metadata": {"name": "kata-deploy-reconcile"}}
+    config = make_settings(
+        stage=settings.Stage.CLEANUP, delete_cronjob="kata-deploy-reconcile", lease="l"
+    )
+    summary = run(api, config, template, clock)
+    assert summary.succeeded == 2 and not api.cronjobs
+    assert api.calls[0].method == "delete_cronjob"
+    again = run(api, config, template, clock)  # already gone: fine
+    assert again.outcome is rollout.Outcome.SUCCEEDED
+
+
+def test_a_reconcile_run_takes_over_a_helm_runs_job_and_sees_it_finish(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    # The reconcile CronJob's Jobs have generated names: its owner label differs from the
+    # one on the Jobs the Helm run created, and its watch must still see them.
+    api = make_api(2)
+    api.add_job("kata-deploy-reconcile-29012345", uid="reconcile-uid", labels={})
+    labels = _earlier(template, same_template=True)  # owner label: "dispatcher"
+    api.add_job(job_of("worker-000"), labels=labels, owner_uid="owner-uid", node="worker-000")
+    config = make_settings(owner_job="kata-deploy-reconcile-29012345")
+    summary = run(api, config, template, clock)
+    assert summary.outcome is rollout.Outcome.SUCCEEDED and summary.succeeded == 2
+    assert summary.adopted == 1 and set(api.created) == {job_of("worker-001")}
+    taken = api.jobs[job_of("worker-000")]["metadata"]
+    assert taken["labels"][jobs.OWNER_LABEL] == "kata-deploy-reconcile-29012345"
+    assert taken["ownerReferences"][0]["uid"] == "reconcile-uid"

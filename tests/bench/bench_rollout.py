@@ -12,7 +12,13 @@ with parallelism P and records:
 - the dispatcher's peak RSS: its VmHWM, sampled from /proc while it runs. Not wait4's
   ru_maxrss: Linux carries the forking parent's resident size across exec into it, so
   it reported this benchmark's own memory (119 MiB at 1000 nodes where the dispatcher's
-  own peak was 59 MiB).
+  own peak was 59 MiB);
+- the bare creator (bare_creator.py) on the same cluster right after, with the same
+  template, nodes and P: its wall time, and ours divided by it (the target is within 5%);
+- `helm upgrade` with nothing changed: every node is given the result annotation and
+  label an installer would have left (kwok nodes run no installer), the owner Job is
+  re-created as Helm would, and the dispatcher runs again with the chart's arguments:
+  its wall time, the per-node Jobs it created (the target is none) and its API requests.
 
 Prints a table and writes tests/bench/results/rollout.json. Sizes come from
 $KATA_DEPLOY_BENCH_SIZES (default "100,1000,5000").
@@ -20,6 +26,8 @@ $KATA_DEPLOY_BENCH_SIZES (default "100,1000,5000").
 
 from __future__ import annotations
 
+import concurrent.futures
+import copy
 import json
 import logging
 import math
@@ -49,7 +57,7 @@ def _parallelism(nodes: int) -> int:
     return max(10, nodes // 50)
 
 
-def _setup_chart(cluster: Cluster, tmp: Path, parallelism: int) -> tuple[list[str], str]:
+def _setup_chart(cluster: Cluster, tmp: Path, parallelism: int) -> tuple[list[str], dict[str, Any]]:
     out = helpers.helm(cluster, "template", RELEASE, str(helpers.CHART), "-n", NS,
                        "--set", "deploymentMode=job", "--set", f"job.parallelism={parallelism}",
                        "--set", "job.backoffLimit=0", "--set", "job.nodeSelectorExpressions=null",
@@ -57,6 +65,7 @@ def _setup_chart(cluster: Cluster, tmp: Path, parallelism: int) -> tuple[list[st
     docs = [d for d in yaml.safe_load_all(out) if isinstance(d, dict)]
     helpers.kubectl(cluster, "create", "namespace", NS)
     keep = [d for d in docs if d["kind"] in {"ServiceAccount", "ConfigMap"}]
+    owner_copy = None
     (tmp / "objects.yaml").write_text(yaml.safe_dump_all(keep))
     helpers.kubectl(cluster, "apply", "-n", NS, "-f", str(tmp / "objects.yaml"))
     owner = next(
@@ -65,14 +74,15 @@ def _setup_chart(cluster: Cluster, tmp: Path, parallelism: int) -> tuple[list[st
         if d["kind"] == "Job" and "post-install" in d["metadata"]["annotations"]["helm.sh/hook"]
     )
     owner["spec"]["suspend"] = True
-
+    owner_copy = copy.deepcopy(owner)
     cluster.api("BatchV1Api").create_namespaced_job(NS, owner)
     cm = next(d for d in docs if d["kind"] == "ConfigMap" and "install-job.yaml" in d["data"])
     template = tmp / "install-job.yaml"
     template.write_text(cm["data"]["install-job.yaml"])
     args = list(owner["spec"]["template"]["spec"]["containers"][0]["args"])
     args[args.index("--template") + 1] = str(template)
-    return args, owner["metadata"]["name"]
+    assert owner_copy is not None
+    return args, owner_copy
 
 
 def _single_job_seconds(cluster: Cluster, node: str) -> float:
@@ -138,6 +148,72 @@ class _PeakRss:
         self._thread.join()
 
 
+def _clear_jobs(cluster: Cluster, selector: str) -> None:
+    batch = cluster.api("BatchV1Api")
+    for job in helpers.jobs(cluster, NS, selector):
+        batch.delete_namespaced_job(job["metadata"]["name"], NS, propagation_policy="Background")
+    helpers.wait_for("the Jobs to be gone", lambda: not helpers.jobs(cluster, NS, selector),
+                     timeout=600)  # fmt: skip
+
+
+def _bare(cluster: Cluster, tmp: Path, parallelism: int) -> dict[str, Any]:
+    """The bare creator on this cluster, after our Jobs are gone."""
+    _clear_jobs(cluster, f"{helpers.PREFIX}/release={RELEASE}")
+    nodes_file = tmp / "nodes.txt"
+    nodes_file.write_text("\n".join(cluster.kwok_node_names()) + "\n")
+    argv = [str(VENV_BIN / "python"), "-m", "tests.bench.bare_creator", str(cluster.kubeconfig),
+            NS, str(tmp / "install-job.yaml"), str(parallelism), str(nodes_file)]  # fmt: skip
+    out = subprocess.run(argv, check=True, capture_output=True, text=True, cwd=REPO).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    _clear_jobs(cluster, "kata-deploy.bench/bare=yes")
+    return result
+
+
+def _mark_done(cluster: Cluster, args: list[str]) -> None:
+    """What the installer leaves on a node it installed, on every node (in parallel)."""
+    key = args[args.index("--result-annotation") + 1]
+    digest = args[args.index("--config-hash") + 1]
+    result = json.dumps(
+        {"configHash": digest, "installer": "bench", "outcome": "installed",
+         "time": "2026-01-01T00:00:00Z"}, sort_keys=True, separators=(",", ":"),
+    )  # fmt: skip
+    patch = {"metadata": {"labels": {helpers.NODE_LABEL: "true"}, "annotations": {key: result}}}
+    core = cluster.core(pool=16)
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda n: core.patch_node(n, patch), cluster.kwok_node_names()))
+
+
+def _upgrade_nothing_changed(cluster: Cluster, tmp: Path, args: list[str], owner: dict[str, Any]
+                             ) -> dict[str, Any]:  # fmt: skip
+    """A second run as `helm upgrade` with the same values starts it: new owner Job."""
+    _mark_done(cluster, args)
+    batch = cluster.api("BatchV1Api")
+    batch.delete_namespaced_job(owner["metadata"]["name"], NS, propagation_policy="Orphan")
+    helpers.wait_for("the old owner Job to be gone", lambda: not [
+        j for j in helpers.jobs(cluster, NS) if j["metadata"]["name"] == owner["metadata"]["name"]
+    ], timeout=60)  # fmt: skip
+    batch.create_namespaced_job(NS, owner)
+    argv = [str(VENV_BIN / "kata-dispatcher"), *args, "--namespace", NS,
+            "--kubeconfig", str(cluster.kubeconfig), "--progress-interval", "30"]  # fmt: skip
+    with helpers.JobWatch(cluster, NS, f"{helpers.PREFIX}/release={RELEASE}") as watch:
+        with watch._lock:
+            before = set(watch.created)
+        start = time.monotonic()
+        with (tmp / "upgrade.log").open("w") as err:
+            run = subprocess.run(argv, check=False, stdout=subprocess.PIPE, stderr=err, text=True)
+        out = run.stdout
+        wall = time.monotonic() - start
+        with watch._lock:
+            created = len(set(watch.created) - before)
+    summary = json.loads(out.strip().splitlines()[-1])
+    return {
+        "upgrade_seconds": round(wall, 2),
+        "upgrade_jobs_created": created,
+        "upgrade_already_done": summary.get("already_done"),
+        "upgrade_api_requests": summary["api_requests"],
+    }
+
+
 def _run(nodes: int, root: Path) -> dict[str, Any]:
     parallelism = _parallelism(nodes)
     cluster = Cluster(root / f"cluster-{nodes}")
@@ -151,7 +227,7 @@ def _run(nodes: int, root: Path) -> dict[str, Any]:
     try:
         tmp = root / f"chart-{nodes}"
         tmp.mkdir()
-        args, _ = _setup_chart(cluster, tmp, parallelism)
+        args, owner = _setup_chart(cluster, tmp, parallelism)
         job_seconds = (
             sum(_single_job_seconds(cluster, n) for n in cluster.kwok_node_names()[:3]) / 3
         )
@@ -166,7 +242,13 @@ def _run(nodes: int, root: Path) -> dict[str, Any]:
             wall = time.monotonic() - start
         summary = json.loads((tmp / "summary.json").read_text().strip().splitlines()[-1])
         ideal = math.ceil(nodes / parallelism) * job_seconds
+        bare = _bare(cluster, tmp, parallelism)
+        upgrade = _upgrade_nothing_changed(cluster, tmp, args, owner)
         return {
+            **upgrade,
+            "bare_seconds": bare["seconds"],
+            "bare_peak_in_flight": bare["peak_in_flight"],
+            "vs_bare": round(wall / bare["seconds"], 3),
             "nodes": nodes,
             "parallelism": parallelism,
             "exit_code": proc.returncode,
@@ -190,11 +272,20 @@ def _run(nodes: int, root: Path) -> dict[str, Any]:
 def _table(rows: list[dict[str, Any]]) -> str:
     cols = [
         ("nodes", "N"), ("parallelism", "P"), ("rollout_seconds", "rollout s"),
-        ("ideal_seconds", "ideal s"), ("overhead_ratio", "ratio"), ("job_seconds", "job s"),
+        ("bare_seconds", "bare s"), ("vs_bare", "vs bare"),
+        ("ideal_seconds", "ideal s"), ("overhead_ratio", "vs ideal"), ("job_seconds", "job s"),
         ("peak_in_flight_watch", "peak"), ("api_requests_per_node", "req/node"),
         ("dispatcher_peak_rss_mib", "RSS MiB"), ("succeeded", "ok"),
     ]  # fmt: skip
     return bench.table(rows, cols, width=9)
+
+
+def _upgrade_table(rows: list[dict[str, Any]]) -> str:
+    cols = [
+        ("nodes", "N"), ("upgrade_seconds", "wall s"), ("upgrade_jobs_created", "Jobs made"),
+        ("upgrade_already_done", "done"), ("upgrade_api_requests", "API reqs"),
+    ]  # fmt: skip
+    return bench.table(rows, cols, width=10)
 
 
 def main() -> None:
@@ -209,7 +300,11 @@ def main() -> None:
             rows.append(_run(nodes, Path(tmp)))
             sys.stdout.write(_table(rows[-1:]) + "\n")
     table = _table(rows)
-    sys.stdout.write("\nrollout vs ideal ceil(N/P) * job time\n" + table + "\n")
+    sys.stdout.write(
+        "\nrollout vs the bare creator (same cluster, same run) and vs ideal ceil(N/P) * job time\n"
+        + table + "\n"
+    )  # fmt: skip
+    sys.stdout.write("\nhelm upgrade with nothing changed\n" + _upgrade_table(rows) + "\n")
     bench.write_json(RESULTS, {"machine": bench.machine(), "repo": REPO.name, "results": rows})
     sys.stdout.write(f"results written to {RESULTS}\n")
 

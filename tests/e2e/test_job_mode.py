@@ -5,7 +5,8 @@ directory, the kwok ones only simulate a successful Job).
 
 The cases run in order and share one release; each asserts one scenario:
 - test_failing_node_fails_install_then_converges (3): a runner node with a malformed
-  containerd config makes `helm install` fail while the other nodes install; after
+  containerd config makes `helm install` fail while the other nodes install; with
+  `job.maxFailedNodes=1` an upgrade succeeds and its summary names the node; after
   fixing the file `helm upgrade` converges; uninstall leaves the host as it was;
 - test_install_on_a_selected_subset (1): `job.nodeSelector` picks 20 of the nodes,
   parallelism 5: exactly one per-node Job per selected node, each owned by the
@@ -23,10 +24,12 @@ The cases run in order and share one release; each asserts one scenario:
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,6 +77,18 @@ def _dispatcher_uid(cluster: Cluster) -> str:
     return str(kubeapi.get_json(batch.read_namespaced_job, DISPATCHER, NS)["metadata"]["uid"])
 
 
+def _dispatcher_summary(cluster: Cluster, ns: str, release: str) -> dict[str, Any]:
+    """The last install dispatcher run's summary: the last line of its pod's log."""
+    logs = sorted(
+        cluster.pod_logs.glob(f"{ns}_{release}-kata-deploy-job-dispatcher-*_dispatcher.log"),
+        key=lambda p: p.stat().st_mtime,
+    )
+    assert logs, f"no dispatcher log in {cluster.pod_logs}"
+    lines = [ln for ln in logs[-1].read_text().splitlines() if ln.startswith("{")]
+    summary: dict[str, Any] = json.loads(lines[-1])
+    return summary
+
+
 def _host_state(cluster: Cluster, names: list[str]) -> dict[str, dict[str, object]]:
     """Content and mtime of every file of each host (what "no real work" must not change)."""
     result: dict[str, dict[str, object]] = {}
@@ -107,6 +122,14 @@ def test_failing_node_fails_install_then_converges(fleet: Cluster, tmp_path: Pat
         for j in _install_jobs(fleet, FAIL_NS, FAIL_RELEASE)
     }
     assert outcome == {broken: "Failed", **dict.fromkeys(kwok, "Complete")}
+    assert broken not in helpers.labelled(fleet)
+
+    # Within a failure budget the same broken node no longer fails the release change,
+    # and the dispatcher's summary still names it.
+    helm(fleet, "upgrade", *args, "--set", "job.maxFailedNodes=1")
+    summary = _dispatcher_summary(fleet, FAIL_NS, FAIL_RELEASE)
+    assert summary["result"] == "succeeded" and summary["max_failed_nodes"] == 1
+    assert [f["node"] for f in summary["failed"]] == [broken]
     assert broken not in helpers.labelled(fleet)
 
     config.write_bytes(original)
@@ -255,3 +278,89 @@ def test_uninstall_leaves_nothing(fleet: Cluster, pool: dict[str, list[str]]) ->
     assert RELEASE not in helm(fleet, "list", "-n", NS, "-q").stdout.split()
     helpers.label_nodes(fleet, pool["kwok"] + pool["runner"], {POOL: None})
     TIMES["5 uninstall"] = time.monotonic() - t0
+
+
+REC_RELEASE = "kata-rec"
+REC_NS = "kata-rec"
+REC_LABEL = "kata-deploy.test/reconcile"
+
+
+def test_reconcile_cronjob_covers_a_node_added_later(fleet: Cluster) -> None:
+    """job.reconcile: a node added after `helm install` gets Kata with no helm command; a
+    node already done gets no second Job; `helm uninstall` removes the CronJob before it
+    cleans up, and nothing installs again behind it."""
+    t0 = time.monotonic()
+    done_runner = fleet.runner_node_names()[4]
+    first_kwok = fleet.kwok_node_names()[-1]
+    helpers.label_nodes(fleet, [done_runner, first_kwok], {REC_LABEL: "yes"})
+    helm(fleet, "install", REC_RELEASE, str(CHART), "-n", REC_NS, "--create-namespace",
+         "-f", GPU_VALUES, "--set-json", f'job.nodeSelector={{"{REC_LABEL}":"yes"}}',
+         "--set-json", "job.nodeSelectorExpressions=[]",
+         "--set", "job.reconcile.enabled=true", "--set", "job.reconcile.schedule=* * * * *",
+         "--timeout", "3m")  # fmt: skip
+    assert done_runner in helpers.labelled(fleet)
+    selector = f"{PREFIX}/release={REC_RELEASE},{PREFIX}/stage=install"
+    before = {
+        helpers.job_node(j): j["metadata"]["uid"] for j in helpers.jobs(fleet, REC_NS, selector)
+    }
+    assert set(before) == {done_runner, first_kwok}
+
+    [added] = fleet.add_nodes(kwok=1)
+    helpers.label_nodes(fleet, [added], {REC_LABEL: "yes"})
+
+    def installed_by_the_cronjob() -> bool:
+        jobs = [j for j in helpers.jobs(fleet, REC_NS, selector) if helpers.job_node(j) == added]
+        return bool(jobs) and helpers.finished(jobs[0]) == "Complete"
+
+    wait_for(f"the reconcile CronJob to install {added}", installed_by_the_cronjob, timeout=200)
+    after = {helpers.job_node(j): j for j in helpers.jobs(fleet, REC_NS, selector)}
+    owner = after[added]["metadata"]["labels"][f"{PREFIX}/owner"]
+    assert owner.startswith(f"{REC_RELEASE}-kata-deploy-reconcile-"), owner
+    # the runner node was done: no Job was made for it again
+    assert after[done_runner]["metadata"]["uid"] == before[done_runner]
+
+    helm(fleet, "uninstall", REC_RELEASE, "-n", REC_NS, "--timeout", "3m")
+    batch = fleet.api("BatchV1Api")
+    assert not kubeapi.get_json(batch.list_namespaced_cron_job, REC_NS)["items"]
+    assert done_runner not in helpers.labelled(fleet)
+    helpers.assert_hosts_pristine(fleet, [done_runner])
+    time.sleep(65)  # a schedule's worth: nothing may install again
+    assert done_runner not in helpers.labelled(fleet)
+    assert not helpers.jobs(fleet, REC_NS, selector)
+    helpers.label_nodes(fleet, [done_runner, first_kwok, added], {REC_LABEL: None})
+    TIMES["6 reconcile CronJob covers a new node"] = time.monotonic() - t0
+
+
+GHOST = "ghost-00"
+
+
+def test_a_pod_that_never_starts_ends_by_its_deadline_with_the_reason(fleet: Cluster) -> None:
+    """A selected node whose kubelet never runs the pod (a Node object no kubelet, kwok or
+    runner serves): its per-node Job fails at job.activeDeadlineSeconds, freeing its slot,
+    and the summary says the pod never started."""
+    t0 = time.monotonic()
+    core = fleet.core()
+    core.create_node(
+        {"metadata": {"name": GHOST, "labels": {"kubernetes.io/hostname": GHOST,
+                                               "kubernetes.io/os": "linux",
+                                               "kubernetes.io/arch": "amd64"}}}
+    )  # fmt: skip
+    try:
+        now = kubeapi.now()
+        core.patch_node_status(GHOST, {"status": {"conditions": [
+            {"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "test",
+             "lastHeartbeatTime": now, "lastTransitionTime": now}]}})  # fmt: skip
+        result = helm(fleet, "install", "kata-ghost", str(CHART), "-n", "kata-ghost",
+                      "--create-namespace", "-f", GPU_VALUES, "--set", f"job.nodes={{{GHOST}}}",
+                      "--set", "job.activeDeadlineSeconds=25", "--timeout", "2m",
+                      check=False)  # fmt: skip
+        assert result.returncode != 0, result.stdout
+        summary = _dispatcher_summary(fleet, "kata-ghost", "kata-ghost")
+        [failure] = summary["failed"]
+        assert failure["node"] == GHOST and failure["reason"] == "DeadlineExceeded", failure
+        assert failure.get("container_reason") == "Pending", failure
+        assert summary["elapsed_seconds"] < 90
+        helm(fleet, "uninstall", "kata-ghost", "-n", "kata-ghost", "--timeout", "2m")
+    finally:
+        core.delete_node(GHOST)
+    TIMES["7 a pod that never starts, ended by its deadline"] = time.monotonic() - t0

@@ -80,8 +80,9 @@ failed and skipped with reasons, peak_in_flight, api_requests, elapsed_seconds),
 with --dry-run, the Jobs as YAML. With --delete-daemonset the line has result
 (deleted, absent, timeout, terminated or dry-run), pods_remaining and the pods left.
 
-Exit codes: 0 every node done, or those not done within --max-failed-nodes
-(--delete-daemonset: the DaemonSet is gone, or was never there); 1 more nodes failed,
+Exit codes: 0 every node done, or those not done within --max-failed-nodes, or another
+run holds the --lease and --lease-mode is yield (--delete-daemonset: the DaemonSet is
+gone, or was never there); 1 more nodes failed,
 got no Job or do not exist than --max-failed-nodes allows; 2 bad flags, template,
 kubeconfig, missing owner Job or missing RBAC rights; 3 the API server stayed
 unreachable for the whole --retry-budget; 4 --timeout reached (--delete-daemonset: the
@@ -117,6 +118,9 @@ _DISPATCH_ONLY = (
     "config_hash",
     "done_label",
     "max_failed_nodes",
+    "lease",
+    "lease_mode",
+    "delete_cronjob",
 )
 
 TRUE = {"1", "true", "yes", "on"}
@@ -274,6 +278,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="a ConfigMap in --namespace that co-owns every per-node Job (the chart's "
         "Job-template ConfigMap): deleting the dispatcher Job then leaves Jobs in flight "
         "running, for the next dispatcher to adopt (needs 'get' on that ConfigMap)",
+    )
+    one = parser.add_argument_group("one run at a time per release")
+    one.add_argument(
+        "--lease",
+        metavar="NAME",
+        help="hold the coordination.k8s.io Lease NAME in --namespace for the whole run "
+        "(created if missing, renewed every progress tick, released at the end); a run "
+        "killed outright loses it after 60 seconds",
+    )
+    one.add_argument(
+        "--lease-mode",
+        choices=[m.value for m in settings.LeaseMode],
+        help="when another run holds the Lease: wait for it (default), or yield: exit 0 "
+        "at once with result 'yielded' (the reconcile CronJob)",
+    )
+    one.add_argument(
+        "--delete-cronjob",
+        metavar="NAME",
+        help="cleanup runs only: first delete the reconcile CronJob NAME (and its Jobs), so "
+        "nothing installs again behind the cleanup",
     )
     done = parser.add_argument_group(
         "skipping nodes already done (install runs only; all three values together)"
@@ -515,6 +539,13 @@ def _dispatch_settings(
         ]
         if missing:
             parser.error(f"--skip-done needs {' and '.join(missing)}")
+    if args.delete_cronjob and stage is not settings.Stage.CLEANUP:
+        parser.error("--delete-cronjob only makes sense with --stage cleanup")
+    for flag, value in (("--lease", args.lease), ("--delete-cronjob", args.delete_cronjob)):
+        if value and (len(value) > 253 or not _DNS_SUBDOMAIN.match(value)):
+            parser.error(f"{flag} {value!r} is not a valid object name")
+    if args.lease_mode and not args.lease:
+        parser.error("--lease-mode needs --lease")
     if args.anchor_configmap and not _DNS_SUBDOMAIN.match(args.anchor_configmap):
         parser.error(f"--anchor-configmap {args.anchor_configmap!r} is not a valid ConfigMap name")
     kwargs: dict[str, Any] = {
@@ -527,6 +558,9 @@ def _dispatch_settings(
         "config_hash": args.config_hash,
         "done_label": args.done_label,
         "max_failed_nodes": args.max_failed_nodes,
+        "lease": args.lease or None,
+        "lease_mode": settings.LeaseMode(args.lease_mode) if args.lease_mode else None,
+        "delete_cronjob": args.delete_cronjob or None,
     }
     config = settings.Settings(
         template=pathlib.Path(args.template),

@@ -143,9 +143,12 @@ def template_hash_of(job: Obj) -> str:
 
 def adoption_patch(uid: str, owner: Owner, anchor: Owner | None) -> list[Obj]:
     """A JSON patch that moves the Job `uid` to `owner`: it applies only to that exact
-    object (a `test` on its UID) and replaces its owner references in one step."""
+    object (a `test` on its UID) and replaces its owner references and owner label in
+    one step."""
+    label = "/metadata/labels/" + OWNER_LABEL.replace("~", "~0").replace("/", "~1")
     return [
         {"op": "test", "path": "/metadata/uid", "value": uid},
+        {"op": "add", "path": label, "value": owner.name},
         {
             "op": "replace",
             "path": "/metadata/ownerReferences",

@@ -40,6 +40,9 @@ _JOBS = "/apis/batch/v1/namespaces/{namespace}/jobs"
 _JOB = "/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
 _NODES = "/api/v1/nodes"
 _CONFIGMAP = "/api/v1/namespaces/{namespace}/configmaps/{name}"
+_CRONJOB = "/apis/batch/v1/namespaces/{namespace}/cronjobs/{name}"
+_LEASES = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+_LEASE = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
 _PODS = "/api/v1/namespaces/{namespace}/pods"
 _DAEMONSETS = "/apis/apps/v1/namespaces/{namespace}/daemonsets"
 _DAEMONSET = "/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}"
@@ -118,8 +121,6 @@ class Api(Protocol):
         continue_token: str | None = None,
     ) -> Page: ...
 
-    def read_job(self, namespace: str, name: str) -> Obj: ...
-
     def create_job(self, namespace: str, body: Obj) -> Obj: ...
 
     def delete_job(self, namespace: str, name: str, *, uid: str | None = None) -> None: ...
@@ -127,6 +128,14 @@ class Api(Protocol):
     def patch_job(self, namespace: str, name: str, patch: list[Obj]) -> Obj: ...
 
     def read_configmap(self, namespace: str, name: str) -> Obj: ...
+
+    def read_lease(self, namespace: str, name: str) -> Obj: ...
+
+    def delete_cronjob(self, namespace: str, name: str) -> None: ...
+
+    def create_lease(self, namespace: str, body: Obj) -> Obj: ...
+
+    def replace_lease(self, namespace: str, name: str, body: Obj) -> Obj: ...
 
     def list_jobs(
         self,
@@ -353,14 +362,6 @@ class KubeApi:
             continue_token=continue_token,
         )
 
-    def read_job(self, namespace: str, name: str) -> Obj:
-        return self._json(
-            f"read Job {namespace}/{name}",
-            "GET",
-            _JOB,
-            path_params={"namespace": namespace, "name": name},
-        )
-
     def create_job(self, namespace: str, body: Obj) -> Obj:
         name = body.get("metadata", {}).get("name", "?")
         return self._json(
@@ -400,6 +401,43 @@ class KubeApi:
             "GET",
             _CONFIGMAP,
             path_params={"namespace": namespace, "name": name},
+        )
+
+    def delete_cronjob(self, namespace: str, name: str) -> None:
+        """Background propagation: its Jobs, and their pods, go with it."""
+        self._json(
+            f"delete CronJob {namespace}/{name}",
+            "DELETE",
+            _CRONJOB,
+            path_params={"namespace": namespace, "name": name},
+            body=_delete_options("Background"),
+        )
+
+    def read_lease(self, namespace: str, name: str) -> Obj:
+        return self._json(
+            f"read Lease {namespace}/{name}",
+            "GET",
+            _LEASE,
+            path_params={"namespace": namespace, "name": name},
+        )
+
+    def create_lease(self, namespace: str, body: Obj) -> Obj:
+        return self._json(
+            f"create Lease {namespace}/{body['metadata']['name']}",
+            "POST",
+            _LEASES,
+            path_params={"namespace": namespace},
+            body=body,
+        )
+
+    def replace_lease(self, namespace: str, name: str, body: Obj) -> Obj:
+        """PUT: with metadata.resourceVersion set, a 409 Conflict if it changed since."""
+        return self._json(
+            f"update Lease {namespace}/{name}",
+            "PUT",
+            _LEASE,
+            path_params={"namespace": namespace, "name": name},
+            body=body,
         )
 
     def list_jobs(

@@ -270,6 +270,7 @@ class Selector:
         label_selector: str | None,
         seconds: float,
         poll: float = 5.0,
+        on_poll: Callable[[], None] | None = None,
     ) -> Selection:
         """Poll (the dispatcher may only `list` nodes) until the selection is non-empty,
         every named node exists and every selected node is Ready, or `seconds` pass.
@@ -297,3 +298,5 @@ class Selector:
                 not_ready or "none",
             )
             self._clock.sleep(min(poll, left))
+            if on_poll is not None:
+                on_poll()

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from kata_dispatcher import errors, jobs, kube, nodes, retry, settings, watching
+from kata_dispatcher import errors, jobs, kube, lease, nodes, retry, settings, watching
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +125,13 @@ class Outcome(enum.StrEnum):
     TERMINATED = "terminated"
     TIMEOUT = "timeout"
     DRY_RUN = "dry-run"
+    YIELDED = "yielded"  # another run holds the release's Lease (--lease-mode yield)
 
 
 _EXIT = {
     Outcome.SUCCEEDED: errors.ExitCode.OK,
     Outcome.DRY_RUN: errors.ExitCode.OK,
+    Outcome.YIELDED: errors.ExitCode.OK,
     Outcome.FAILED: errors.ExitCode.NODES_FAILED,
     Outcome.TERMINATED: errors.ExitCode.TERMINATED,
     Outcome.TIMEOUT: errors.ExitCode.TIMEOUT,
@@ -225,22 +227,27 @@ class Rollout(watching.Watcher):
         self._adopted = 0
         self._selector = ""
         self._inspect = config.inspect_pods
+        self._lease: lease.Lease | None = None
 
     # -- planning ---------------------------------------------------------------------
 
     def _read_owner(self) -> jobs.Owner:
+        """The owner Job's UID, read with a LIST by name: the reconcile CronJob's Jobs have
+        generated names, which a `get` rule with resourceNames could not grant."""
         ns, name = self._cfg.namespace, self._cfg.owner_job
-        try:
-            obj = self._call(lambda: self._api.read_job(ns, name), f"read owner Job {ns}/{name}")
-        except errors.NotFound as exc:
+        page = self._call(
+            lambda: self._api.list_jobs(ns, field_selector=f"metadata.name={name}", limit=1),
+            f"read owner Job {ns}/{name}",
+        )
+        if not page.items:
             if self._cfg.dry_run:
                 log.warning("owner Job %s/%s not found; dry run uses a placeholder UID", ns, name)
                 return jobs.Owner(name, DRY_RUN_UID)
             raise errors.UsageError(
                 f"owner Job {ns}/{name} not found: --owner-job must name the dispatcher's "
                 "own Job in --namespace"
-            ) from exc
-        uid = jobs.uid_of(obj)
+            )
+        uid = jobs.uid_of(page.items[0])
         if not uid:
             raise errors.UsageError(f"owner Job {ns}/{name} has no metadata.uid")
         return jobs.Owner(name, uid)
@@ -272,7 +279,7 @@ class Rollout(watching.Watcher):
     def plan(self) -> Plan:
         """Read the owner, select and admit nodes, name each node's Job."""
         cfg = self._cfg
-        owner = self._read_owner()
+        owner = self._owner if self._owner.uid else self._read_owner()
         self._anchor = self._read_anchor()
         selector = nodes.Selector(
             self._api,
@@ -283,7 +290,10 @@ class Rollout(watching.Watcher):
         )
         if cfg.wait_for_nodes > 0:
             selection = selector.wait(
-                names=cfg.nodes, label_selector=cfg.selector, seconds=cfg.wait_for_nodes
+                names=cfg.nodes,
+                label_selector=cfg.selector,
+                seconds=cfg.wait_for_nodes,
+                on_poll=self._renew,
             )
         else:
             selection = selector.select(names=cfg.nodes, label_selector=cfg.selector)
@@ -331,16 +341,62 @@ class Rollout(watching.Watcher):
     # -- running ----------------------------------------------------------------------
 
     def run(self) -> Summary:
+        if self._cfg.dry_run:
+            plan = self.plan()
+            self._owner = plan.owner
+            return self._summary(plan, Outcome.DRY_RUN)
+        if self._cfg.delete_cronjob:
+            self._delete_cronjob(self._cfg.delete_cronjob)
+        self._owner = self._read_owner()
+        if self._cfg.lease:
+            self._lease = lease.Lease(
+                self._api,
+                namespace=self._cfg.namespace,
+                name=self._cfg.lease,
+                # the owner Job's UID: unique per run, shared by nothing else
+                identity=f"{self._owner.name}/{self._owner.uid}",
+                duration=self._cfg.lease_duration,
+                send=self._call,
+                clock=self._clock,
+            )
+        if self._lease is not None and not self._lease.acquire(
+            self._cfg.lease_mode, give_up=self._halted
+        ):
+            if self._cfg.lease_mode is settings.LeaseMode.YIELD:
+                outcome = Outcome.YIELDED
+            else:
+                outcome = Outcome.TERMINATED if self._stop.requested else Outcome.TIMEOUT
+            nothing = Plan(self._owner, [], [], [], 0)
+            return self._summary(nothing, outcome)
+        try:
+            return self._dispatch()
+        finally:
+            if self._lease is not None:
+                self._lease.release()
+
+    def _renew(self) -> None:
+        if self._lease is not None:
+            self._lease.renew()
+
+    def _delete_cronjob(self, name: str) -> None:
+        """Before a cleanup: no reconcile may install again behind it. Its running Job
+        goes too (its dispatcher releases the Lease on SIGTERM)."""
+        ns = self._cfg.namespace
+        try:
+            self._call(lambda: self._api.delete_cronjob(ns, name), f"delete CronJob {ns}/{name}")
+            log.info("deleted the reconcile CronJob %s/%s before cleaning up", ns, name)
+        except errors.NotFound:
+            pass
+
+    def _dispatch(self) -> Summary:
         plan = self.plan()
         self._owner = plan.owner
-        if self._cfg.dry_run:
-            return self._summary(plan, Outcome.DRY_RUN)
         self._tasks = {t.job: t for t in plan.tasks}
         self._pacer = Pacer([t.job for t in plan.tasks], parallelism=self._cfg.parallelism)
+        # Every Job of this release and stage, whichever dispatcher created it: an earlier
+        # one's (a Helm run's, or a reconcile run's, whose names differ) may be taken over.
         self._selector = jobs.label_selector(
-            jobs.selector_labels(
-                release=self._cfg.release, stage=self._cfg.stage.value, owner=plan.owner.name
-            )
+            jobs.selector_labels(release=self._cfg.release, stage=self._cfg.stage.value)
         )
         log.info(
             "dispatching %d Jobs, at most %d at a time (%d nodes skipped, %d failed before start)",
@@ -796,6 +852,7 @@ class Rollout(watching.Watcher):
         self._observe(task, result)
 
     def _on_tick(self) -> None:
+        self._renew()
         self._log_progress()
         self._probe_stuck()
         for task in list(self._tasks.values()):

@@ -18,6 +18,13 @@ class Stage(enum.StrEnum):
     CLEANUP = "cleanup"
 
 
+class LeaseMode(enum.StrEnum):
+    """What a run does when another run holds the release's Lease (lease.py)."""
+
+    WAIT = "wait"  # Helm's runs: wait for it to finish
+    YIELD = "yield"  # the reconcile CronJob: step aside, the next schedule will come
+
+
 class LogFormat(enum.StrEnum):
     TEXT = "text"
     JSON = "json"
@@ -101,6 +108,11 @@ class Settings(_Described):
     config_hash: str = ""
     done_label: str = "katacontainers.io/kata-runtime"
     max_failed_nodes: Budget = Budget()
+    # one run at a time per release (lease.py); the CronJob of job.reconcile to delete first
+    lease: str | None = None
+    lease_mode: LeaseMode = LeaseMode.WAIT
+    lease_duration: int = 60
+    delete_cronjob: str | None = None
     wait_for_nodes: float = 0.0
     timeout: float = 0.0
     retry_budget: float = 120.0

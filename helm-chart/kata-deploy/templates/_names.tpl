@@ -81,6 +81,22 @@ Usage: {{ include "kata-deploy.dispatcher.teardownJobName" . }}
 {{- end -}}
 
 {{/*
+kata-deploy.dispatcher.reconcileName: the reconcile CronJob (job.reconcile); at most 50
+characters, within the 52 a CronJob name may have.
+*/}}
+{{- define "kata-deploy.dispatcher.reconcileName" -}}
+{{- printf "%s-reconcile" (include "kata-deploy.fullname" .) -}}
+{{- end -}}
+
+{{/*
+kata-deploy.dispatcher.leaseName: the Lease every dispatcher run of the release holds
+while it works, so no two run at once (dispatcher lease.py).
+*/}}
+{{- define "kata-deploy.dispatcher.leaseName" -}}
+{{- printf "%s-dispatcher" (include "kata-deploy.fullname" .) -}}
+{{- end -}}
+
+{{/*
 kata-deploy.dispatcher.serviceAccountName: the ServiceAccount of every dispatcher pod.
 Usage: {{ include "kata-deploy.dispatcher.serviceAccountName" . }}
 */}}

@@ -1,8 +1,165 @@
 {{/*
+kata-deploy.dispatcher.args: the dispatcher's command line for one kind of run, as
+`args: [...]` YAML.
+  install:   job mode's post-install,post-upgrade hook.
+  cleanup:   job mode's pre-delete hook; deletes the reconcile CronJob first.
+  reconcile: the job.reconcile CronJob; like install, but always skipping the nodes
+             already done, and stepping aside while another run holds the Lease. Its Job
+             name is generated, so it comes from the pod's job-name label
+             (KATA_DISPATCHER_OWNER_JOB, set in the job spec).
+  teardown:  DaemonSet mode's pre-delete hook.
+Every job-mode run holds the release's Lease, so no two run at once.
+Arguments: root context, stage.
+*/}}
+{{- define "kata-deploy.dispatcher.args" -}}
+{{- $root := index . 0 -}}
+{{- $stage := index . 1 -}}
+{{- $args := list -}}
+{{- if eq $stage "teardown" -}}
+{{- $args = list
+  "--delete-daemonset" (include "kata-deploy.installer.daemonSetName" $root)
+  "--timeout" ($root.Values.uninstallTimeoutSeconds | toString) -}}
+{{- else -}}
+{{- $selection := $root.Values.job -}}
+{{- $template := $stage -}}
+{{- if eq $stage "cleanup" -}}
+{{- $selection = $root.Values.job.cleanup -}}
+{{- else if eq $stage "reconcile" -}}
+{{- $template = "install" -}}
+{{- end -}}
+{{- $args = list "--template" (printf "/etc/kata-deploy/jobs/%s-job.yaml" $template) -}}
+{{- if eq $stage "install" -}}
+{{- $args = concat $args (list "--owner-job" (include "kata-deploy.dispatcher.installJobName" $root)) -}}
+{{- else if eq $stage "cleanup" -}}
+{{- $args = concat $args (list "--owner-job" (include "kata-deploy.dispatcher.cleanupJobName" $root)) -}}
+{{- end -}}
+{{- $args = concat $args (list
+  "--parallelism" ($root.Values.job.parallelism | toString)
+  "--stage" $template
+  "--release" $root.Release.Name
+  "--anchor-configmap" (include "kata-deploy.installer.jobTemplatesName" $root)
+  "--max-failed-nodes" ($root.Values.job.maxFailedNodes | toString)
+  "--wait-for-nodes" ($root.Values.job.waitForNodesSeconds | toString)) -}}
+{{- $args = concat $args (include "kata-deploy.dispatcher.selectionArgs" $selection | fromYaml).args -}}
+{{- if or (eq $stage "reconcile") (and (eq $stage "install") (not $root.Values.job.reinstall)) -}}
+{{- $args = concat $args (list
+  "--skip-done"
+  "--result-annotation" (include "kata-deploy.installer.resultAnnotation" $root)
+  "--config-hash" (include "kata-deploy.installer.configHash" $root)) -}}
+{{- end -}}
+{{- if $root.Values.job.inspectFailedPods }}{{ $args = append $args "--inspect-pods" }}{{ end -}}
+{{- $args = concat $args (list "--lease" (include "kata-deploy.dispatcher.leaseName" $root)) -}}
+{{- if eq $stage "reconcile" }}{{ $args = concat $args (list "--lease-mode" "yield") }}{{ end -}}
+{{- if eq $stage "cleanup" -}}
+{{- $args = concat $args (list "--remove-install-jobs" (include "kata-deploy.dispatcher.installJobName" $root)) -}}
+{{- if $root.Values.job.reconcile.enabled -}}
+{{- $args = concat $args (list "--delete-cronjob" (include "kata-deploy.dispatcher.reconcileName" $root)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml (dict "args" $args) -}}
+{{- end -}}
+
+{{/*
+kata-deploy.dispatcher.jobSpec: the `spec` of a dispatcher Job (hook Job, or the
+reconcile CronJob's jobTemplate): one unprivileged pod that never retries.
+Arguments: root context, stage.
+*/}}
+{{- define "kata-deploy.dispatcher.jobSpec" -}}
+{{- $root := index . 0 -}}
+{{- $stage := index . 1 -}}
+{{- $deadline := $root.Values.job.dispatcherDeadlineSeconds -}}
+{{- if eq $stage "teardown" -}}
+{{- /* The dispatcher's own --timeout ends first, so its summary is in the Job's log. */ -}}
+{{- $deadline = add $root.Values.uninstallTimeoutSeconds 30 -}}
+{{- end -}}
+{{- $args := (include "kata-deploy.dispatcher.args" (list $root $stage) | fromYaml).args -}}
+backoffLimit: 0
+activeDeadlineSeconds: {{ $deadline }}
+ttlSecondsAfterFinished: {{ $root.Values.job.ttlSecondsAfterFinished }}
+template:
+  metadata:
+    labels:
+      {{- include "kata-deploy.selectorLabels" $root | nindent 6 }}
+      app.kubernetes.io/component: dispatcher
+      {{- with $root.Values.podLabels }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    {{- with $root.Values.podAnnotations }}
+    annotations:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+  spec:
+    restartPolicy: Never
+    serviceAccountName: {{ include "kata-deploy.dispatcher.serviceAccountName" $root }}
+    {{- with $root.Values.imagePullSecrets }}
+    imagePullSecrets:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    {{- with $root.Values.job.dispatcherPriorityClassName }}
+    priorityClassName: {{ . }}
+    {{- end }}
+    {{- with $root.Values.job.dispatcherNodeSelector }}
+    nodeSelector:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    {{- with $root.Values.job.dispatcherTolerations }}
+    tolerations:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    securityContext:
+      runAsNonRoot: true
+      runAsUser: 65532
+      runAsGroup: 65532
+      seccompProfile:
+        type: RuntimeDefault
+    containers:
+      - name: dispatcher
+        image: {{ include "kata-deploy.image" (list $root $root.Values.job.dispatcherImage) }}
+        imagePullPolicy: {{ $root.Values.imagePullPolicy }}
+        command: [kata-dispatcher]
+        args:
+          {{- toYaml $args | nindent 10 }}
+        env:
+          - name: POD_NAMESPACE
+            valueFrom:
+              fieldRef:
+                fieldPath: metadata.namespace
+          {{- if eq $stage "reconcile" }}
+          - name: KATA_DISPATCHER_OWNER_JOB
+            valueFrom:
+              fieldRef:
+                fieldPath: metadata.labels['batch.kubernetes.io/job-name']
+          {{- end }}
+        {{- with $root.Values.job.dispatcherResources }}
+        resources:
+          {{- toYaml . | nindent 10 }}
+        {{- end }}
+        securityContext:
+          runAsNonRoot: true
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities:
+            drop: [ALL]
+          seccompProfile:
+            type: RuntimeDefault
+        {{- if ne $stage "teardown" }}
+        volumeMounts:
+          - name: job-templates
+            mountPath: /etc/kata-deploy/jobs
+            readOnly: true
+    volumes:
+      - name: job-templates
+        configMap:
+          name: {{ include "kata-deploy.installer.jobTemplatesName" $root }}
+        {{- end }}
+{{- end -}}
+
+{{/*
 kata-deploy.dispatcher.job: one dispatcher hook Job (C6).
   install:  job mode, post-install,post-upgrade; deleted only before the next one is
-            created, so its per-node Jobs (owned by it) live until their TTL and a failed
-            run stays inspectable.
+            created (its per-node Jobs, co-owned by the job-templates ConfigMap, stay for
+            the next run to adopt), so a failed run stays inspectable.
   cleanup:  job mode, pre-delete; after a successful run it also deletes the install
             dispatcher Job and the release's install-stage per-node Jobs (Helm does not
             delete hooks on uninstall), and Helm deletes it (hook-succeeded), so nothing
@@ -19,45 +176,16 @@ Usage: {{ include "kata-deploy.dispatcher.job" (list . "install") }}
 {{- $root := index . 0 -}}
 {{- $stage := index . 1 -}}
 {{- $name := include "kata-deploy.dispatcher.installJobName" $root -}}
-{{- $selection := $root.Values.job -}}
 {{- $hook := "post-install,post-upgrade" -}}
 {{- $deletePolicy := "before-hook-creation" -}}
-{{- $deadline := $root.Values.job.dispatcherDeadlineSeconds -}}
 {{- if ne $stage "install" -}}
 {{- $hook = "pre-delete" -}}
 {{- $deletePolicy = "before-hook-creation,hook-succeeded" -}}
 {{- end -}}
-{{- $args := list -}}
-{{- if eq $stage "teardown" -}}
-{{- $name = include "kata-deploy.dispatcher.teardownJobName" $root -}}
-{{- /* The dispatcher's own --timeout ends first, so its summary is in the Job's log. */ -}}
-{{- $deadline = add $root.Values.uninstallTimeoutSeconds 30 -}}
-{{- $args = list
-  "--delete-daemonset" (include "kata-deploy.installer.daemonSetName" $root)
-  "--timeout" ($root.Values.uninstallTimeoutSeconds | toString) -}}
-{{- else -}}
 {{- if eq $stage "cleanup" -}}
 {{- $name = include "kata-deploy.dispatcher.cleanupJobName" $root -}}
-{{- $selection = $root.Values.job.cleanup -}}
-{{- end -}}
-{{- $args = list
-  "--template" (printf "/etc/kata-deploy/jobs/%s-job.yaml" $stage)
-  "--owner-job" $name
-  "--parallelism" ($root.Values.job.parallelism | toString)
-  "--stage" $stage
-  "--release" $root.Release.Name
-  "--anchor-configmap" (include "kata-deploy.installer.jobTemplatesName" $root)
-  "--max-failed-nodes" ($root.Values.job.maxFailedNodes | toString)
-  "--wait-for-nodes" ($root.Values.job.waitForNodesSeconds | toString) -}}
-{{- $args = concat $args (include "kata-deploy.dispatcher.selectionArgs" $selection | fromYaml).args -}}
-{{- if and (eq $stage "install") (not $root.Values.job.reinstall) -}}
-{{- $args = concat $args (list
-  "--skip-done"
-  "--result-annotation" (include "kata-deploy.installer.resultAnnotation" $root)
-  "--config-hash" (include "kata-deploy.installer.configHash" $root)) -}}
-{{- end -}}
-{{- if $root.Values.job.inspectFailedPods }}{{ $args = append $args "--inspect-pods" }}{{ end -}}
-{{- if eq $stage "cleanup" }}{{ $args = concat $args (list "--remove-install-jobs" (include "kata-deploy.dispatcher.installJobName" $root)) }}{{ end -}}
+{{- else if eq $stage "teardown" -}}
+{{- $name = include "kata-deploy.dispatcher.teardownJobName" $root -}}
 {{- end -}}
 apiVersion: batch/v1
 kind: Job
@@ -71,77 +199,5 @@ metadata:
     helm.sh/hook-weight: "0"
     helm.sh/hook-delete-policy: {{ $deletePolicy }}
 spec:
-  backoffLimit: 0
-  activeDeadlineSeconds: {{ $deadline }}
-  ttlSecondsAfterFinished: {{ $root.Values.job.ttlSecondsAfterFinished }}
-  template:
-    metadata:
-      labels:
-        {{- include "kata-deploy.selectorLabels" $root | nindent 8 }}
-        app.kubernetes.io/component: dispatcher
-        {{- with $root.Values.podLabels }}
-        {{- toYaml . | nindent 8 }}
-        {{- end }}
-      {{- with $root.Values.podAnnotations }}
-      annotations:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-    spec:
-      restartPolicy: Never
-      serviceAccountName: {{ include "kata-deploy.dispatcher.serviceAccountName" $root }}
-      {{- with $root.Values.imagePullSecrets }}
-      imagePullSecrets:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with $root.Values.job.dispatcherPriorityClassName }}
-      priorityClassName: {{ . }}
-      {{- end }}
-      {{- with $root.Values.job.dispatcherNodeSelector }}
-      nodeSelector:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with $root.Values.job.dispatcherTolerations }}
-      tolerations:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      securityContext:
-        runAsNonRoot: true
-        runAsUser: 65532
-        runAsGroup: 65532
-        seccompProfile:
-          type: RuntimeDefault
-      containers:
-        - name: dispatcher
-          image: {{ include "kata-deploy.image" (list $root $root.Values.job.dispatcherImage) }}
-          imagePullPolicy: {{ $root.Values.imagePullPolicy }}
-          command: [kata-dispatcher]
-          args:
-            {{- toYaml $args | nindent 12 }}
-          env:
-            - name: POD_NAMESPACE
-              valueFrom:
-                fieldRef:
-                  fieldPath: metadata.namespace
-          {{- with $root.Values.job.dispatcherResources }}
-          resources:
-            {{- toYaml . | nindent 12 }}
-          {{- end }}
-          securityContext:
-            runAsNonRoot: true
-            allowPrivilegeEscalation: false
-            readOnlyRootFilesystem: true
-            capabilities:
-              drop: [ALL]
-            seccompProfile:
-              type: RuntimeDefault
-          {{- if ne $stage "teardown" }}
-          volumeMounts:
-            - name: job-templates
-              mountPath: /etc/kata-deploy/jobs
-              readOnly: true
-      volumes:
-        - name: job-templates
-          configMap:
-            name: {{ include "kata-deploy.installer.jobTemplatesName" $root }}
-          {{- end }}
+  {{- include "kata-deploy.dispatcher.jobSpec" (list $root $stage) | nindent 2 }}
 {{- end -}}
