@@ -577,6 +577,7 @@ class FakeApi:
         limit: int,
         continue_token: str | None = None,
     ) -> kube.Page:
+        self.advance_to(self.clock.now)  # what finished meanwhile shows in a LIST too
         self._enter(
             "list_jobs",
             namespace=namespace,

@@ -171,9 +171,10 @@ def test_build_drops_server_fields(template: dict[str, Any]) -> None:
         ({"conditions": [{"type": "Complete", "status": "True"}]}, jobs.State.SUCCEEDED, ""),
         ({"conditions": [{"type": "Complete", "status": "False"}]}, jobs.State.RUNNING, ""),
         (
+            # decided, though its pod may never terminate (a node whose kubelet is gone)
             {"conditions": [{"type": "FailureTarget", "status": "True", "reason": "X"}]},
-            jobs.State.RUNNING,
-            "",
+            jobs.State.FAILED,
+            "X",
         ),
         (
             {"conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]},

@@ -659,7 +659,7 @@ def test_cleanup_removes_the_install_jobs_after_full_success(
 ) -> None:
     api = make_api(2)
     install = jobs.selector_labels(release="kata-deploy", stage="install", owner="d-install")
-    api.add_job("kata-deploy-dispatcher-install", labels={})
+    api.add_job("kata-deploy-dispatcher-install", labels={}, finished=True)
     api.add_job("kata-deploy-install-worker-000", labels=install, finished=True)
     api.add_job("other-release-install", labels={**install, jobs.RELEASE_LABEL: "other"})
     template["metadata"]["name"] = "kata-deploy-cleanup"
@@ -825,3 +825,27 @@ def test_a_reconcile_run_takes_over_a_helm_runs_job_and_sees_it_finish(
     taken = api.jobs[job_of("worker-000")]["metadata"]
     assert taken["labels"][jobs.OWNER_LABEL] == "kata-deploy-reconcile-29012345"
     assert taken["ownerReferences"][0]["uid"] == "reconcile-uid"
+
+
+def test_cleanup_stops_an_install_run_in_progress_and_waits_for_its_jobs(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    # `helm install` timed out; its dispatcher still runs, one per-node Job is in flight.
+    api = make_api(2)
+    install = jobs.selector_labels(release="kata-deploy", stage="install", owner="d-install")
+    api.add_job("kata-deploy-dispatcher-install", labels={})
+    api.scripts["worker-001"] = fakes.Script(duration=30)
+    api.add_job("kata-deploy-install-worker-001", labels=install, node="worker-001")
+    template["metadata"]["name"] = "kata-deploy-cleanup"
+    config = make_settings(
+        stage=settings.Stage.CLEANUP, remove_install_jobs="kata-deploy-dispatcher-install"
+    )
+    start = clock.now
+    summary = run(api, config, template, clock)
+    assert summary.succeeded == 2
+    deleted = [c.args["name"] for c in api.calls_of("delete_job")]
+    assert deleted[0] == "kata-deploy-dispatcher-install"  # before anything else
+    # the in-flight install Job finished (30 s) before the cleanup listed nodes
+    first_node_list = next(i for i, c in enumerate(api.calls) if c.method == "list_nodes")
+    assert clock.now - start >= 30
+    assert all(c.method != "create_job" for c in api.calls[:first_node_list])

@@ -311,13 +311,20 @@ class Result:
 
 
 def interpret(job: Obj) -> Result:
-    """A Job is finished when it has condition Complete or Failed with status True."""
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("status") != "True":
-            continue
-        if cond.get("type") == "Complete":
-            return Result(State.SUCCEEDED, str(cond.get("reason") or ""), "")
-        if cond.get("type") == "Failed":
+    """A Job is finished when its outcome is decided: condition Complete or Failed with
+    status True, or FailureTarget, which the Job controller sets as soon as it decides the
+    Job fails (a deadline, the backoff limit) and before Failed, which waits until every
+    pod has terminated: a pod on a node whose kubelet is gone never does."""
+    true = {
+        str(c.get("type")): c
+        for c in (job.get("status") or {}).get("conditions") or []
+        if c.get("status") == "True"
+    }
+    if "Complete" in true:
+        return Result(State.SUCCEEDED, str(true["Complete"].get("reason") or ""), "")
+    for kind in ("Failed", "FailureTarget"):
+        if kind in true:
+            cond = true[kind]
             return Result(
                 State.FAILED,
                 str(cond.get("reason") or "Failed"),

@@ -345,8 +345,11 @@ class Rollout(watching.Watcher):
             plan = self.plan()
             self._owner = plan.owner
             return self._summary(plan, Outcome.DRY_RUN)
+        cleanup = self._cfg.stage is settings.Stage.CLEANUP
         if self._cfg.delete_cronjob:
             self._delete_cronjob(self._cfg.delete_cronjob)
+        if cleanup and self._cfg.remove_install_jobs:
+            self._stop_install_run(self._cfg.remove_install_jobs)
         self._owner = self._read_owner()
         if self._cfg.lease:
             self._lease = lease.Lease(
@@ -369,6 +372,8 @@ class Rollout(watching.Watcher):
             nothing = Plan(self._owner, [], [], [], 0)
             return self._summary(nothing, outcome)
         try:
+            if cleanup and self._cfg.remove_install_jobs:
+                self._await_install_jobs()
             return self._dispatch()
         finally:
             if self._lease is not None:
@@ -387,6 +392,43 @@ class Rollout(watching.Watcher):
             log.info("deleted the reconcile CronJob %s/%s before cleaning up", ns, name)
         except errors.NotFound:
             pass
+
+    def _stop_install_run(self, name: str) -> None:
+        """An uninstall overrides an install still in progress (a `helm install` that
+        timed out leaves its dispatcher running): delete that dispatcher's Job, whose pod
+        stops creating Jobs and releases the Lease on SIGTERM. A finished one is kept for
+        its log until the cleanup has succeeded."""
+        ns = self._cfg.namespace
+        page = self._call(
+            lambda: self._api.list_jobs(ns, field_selector=f"metadata.name={name}", limit=1),
+            f"read Job {ns}/{name}",
+        )
+        if not page.items or jobs.interpret(page.items[0]).finished:
+            return
+        log.warning("stopping the install run still in progress (Job %s) before cleaning up", name)
+        with contextlib.suppress(errors.NotFound):
+            self._call(lambda: self._api.delete_job(ns, name), f"delete Job {ns}/{name}")
+
+    def _await_install_jobs(self, poll: float = 5.0) -> None:
+        """Before choosing which nodes to clean up: let the install Jobs still running
+        finish (each is bounded by its own deadline), so no node is labelled behind the
+        cleanup's back."""
+        selector = jobs.label_selector(
+            jobs.selector_labels(release=self._cfg.release, stage=settings.Stage.INSTALL.value)
+        )
+        while not self._halted():
+            listed, _ = self._list_jobs(selector)
+            running = sorted(n for n, seen in listed.items() if not seen.result.finished)
+            if not running:
+                return
+            log.info(
+                "waiting for %d install Jobs still running before cleaning up (%s%s)",
+                len(running),
+                ", ".join(running[:5]),
+                ", ..." if len(running) > 5 else "",
+            )
+            self._clock.sleep(poll)
+            self._renew()
 
     def _dispatch(self) -> Summary:
         plan = self.plan()
