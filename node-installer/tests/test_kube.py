@@ -11,6 +11,7 @@ Cases (no API server: the client call is a function that raises what the client 
 
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Any
 
@@ -95,3 +96,15 @@ def test_guarded_patch_refused_is_a_conflict(
     with pytest.raises(errors.Conflict, match="deleted and re-created"):
         api.patch_node(view, [{"op": "add", "path": "/metadata/labels/x", "value": "y"}])
     assert sent[0][0] == {"op": "test", "path": "/metadata/uid", "value": "uid-1"}
+
+
+def test_a_refusal_carries_what_the_api_said(api: kube.ApiKube) -> None:
+    def denied() -> Any:
+        exc = kexc.ApiException(status=403, reason="Forbidden")
+        exc.body = json.dumps(
+            {"kind": "Status", "message": "kata-deploy: the installer may change only node a"}
+        )
+        raise exc
+
+    with pytest.raises(errors.KubeUnavailable, match="may change only node a"):
+        api._call("patch node b", denied)

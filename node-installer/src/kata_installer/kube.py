@@ -90,6 +90,15 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
     log.warning("Kubernetes API call failed (attempt %d), retrying: %s", state.attempt_number, exc)
 
 
+def _status_message(body: Any) -> str:
+    """The `message` of a Kubernetes Status answer (what an admission policy said)."""
+    try:
+        doc = json.loads(body or b"{}")
+    except (TypeError, ValueError):
+        return ""
+    return str(doc.get("message") or "") if isinstance(doc, dict) else ""
+
+
 class ApiKube:
     """`Kube` backed by the real API server."""
 
@@ -127,9 +136,12 @@ class ApiKube:
             if exc.status == 422:
                 raise errors.Unprocessable(f"{what}: refused: {exc.body}") from exc
             if exc.status in (401, 403):
+                said = _status_message(exc.body)
                 raise errors.KubeUnavailable(
-                    f"{what}: the API refused us ({exc.status} {exc.reason}); check the "
-                    "ServiceAccount's RBAC (nodes: get, patch; events: create; daemonsets: get)"
+                    f"{what}: the API refused us ({exc.status} {exc.reason}"
+                    + (f": {said}" if said else "")
+                    + "); check the ServiceAccount's RBAC (nodes: get, patch; events: create; "
+                    "daemonsets: get) and that this pod changes only its own node"
                 ) from exc
             raise errors.KubeUnavailable(f"{what}: API error {exc.status} {exc.reason}") from exc
         except (urlexc.HTTPError, ConnectionError, TimeoutError) as exc:
