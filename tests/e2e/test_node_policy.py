@@ -36,8 +36,18 @@ LABEL = "katacontainers.io/kata-runtime"
 ANNOTATION = f"katacontainers.io/kata-deploy.{RELEASE}"
 
 
+def fleet_version(fleet: Cluster) -> str:
+    """The apiserver's version, as `helm install` would learn it."""
+    info = kubeapi.get_json(fleet.api("VersionApi").get_code)
+    return str(info["gitVersion"])
+
+
 def _apply_chart(fleet: Cluster, tmp: Path) -> None:
-    out = helpers.helm(fleet, "template", RELEASE, str(CHART), "-n", NS).stdout
+    # What `helm install` learns from the server by itself; `helm template` must be told.
+    vap = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy"
+    out = helpers.helm(fleet, "template", RELEASE, str(CHART), "-n", NS,
+                       "--kube-version", fleet_version(fleet), "--api-versions", vap,
+                       ).stdout  # fmt: skip
     kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy",
              "ValidatingAdmissionPolicyBinding"}  # fmt: skip
     docs = [
@@ -145,7 +155,7 @@ def test_an_installer_token_can_change_only_its_own_node(fleet: Cluster, tmp_pat
     finally:
         for name in (A, B):
             core.delete_node(name)
-        helpers.kubectl(fleet, "delete", "namespace", NS, "--wait=false")
+        helpers.kubectl(fleet, "delete", "namespace", NS, "--wait=false", "--ignore-not-found")
         for kind in ("validatingadmissionpolicybinding", "validatingadmissionpolicy",
                      "clusterrolebinding", "clusterrole"):  # fmt: skip
             helpers.kubectl(fleet, "delete", kind, "-l", f"app.kubernetes.io/instance={RELEASE}",
