@@ -16,8 +16,8 @@ kata-deploy.selectorLabels: the labels that identify this release's pods.
 Usage: {{ include "kata-deploy.selectorLabels" . }}
 */}}
 {{- define "kata-deploy.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "kata-deploy.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: {{ include "kata-deploy.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end -}}
 
 {{/*

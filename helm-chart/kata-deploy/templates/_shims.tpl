@@ -61,12 +61,15 @@ Usage: {{ $shims := (include "kata-deploy.enabledShims" . | fromYaml).names }}
 
 {{/*
 kata-deploy.customRuntimes: the custom runtimes to install: .Values.customRuntimes.runtimes
-when customRuntimes.enabled, else empty. Returns YAML; use with fromYaml.
-Usage: {{ $custom := include "kata-deploy.customRuntimes" . | fromYaml }}
+when customRuntimes.enabled, else empty. Returns JSON; use with fromJson (JSON, because
+toYaml returns nothing at all for a string holding a character YAML cannot carry).
+Usage: {{ $custom := include "kata-deploy.customRuntimes" . | fromJson }}
 */}}
 {{- define "kata-deploy.customRuntimes" -}}
 {{- if and .Values.customRuntimes.enabled .Values.customRuntimes.runtimes -}}
-{{- toYaml .Values.customRuntimes.runtimes -}}
+{{- toJson .Values.customRuntimes.runtimes -}}
+{{- else -}}
+{}
 {{- end -}}
 {{- end -}}
 

@@ -1,6 +1,6 @@
 {{/*
 kata-deploy.dispatcher.args: the dispatcher's command line for one kind of run, as
-`args: [...]` YAML.
+JSON {"args": [...]}; use with fromJson (see kata-deploy.customRuntimes).
   install:   job mode's post-install,post-upgrade hook.
   cleanup:   job mode's pre-delete hook; deletes the reconcile CronJob first.
   reconcile: the job.reconcile CronJob; like install, but always skipping the nodes
@@ -18,7 +18,7 @@ Arguments: root context, stage.
 {{- if eq $stage "teardown" -}}
 {{- $args = list
   "--delete-daemonset" (include "kata-deploy.installer.daemonSetName" $root)
-  "--timeout" ($root.Values.uninstallTimeoutSeconds | toString) -}}
+  "--timeout" ($root.Values.uninstallTimeoutSeconds | int64 | toString) -}}
 {{- else -}}
 {{- $selection := $root.Values.job -}}
 {{- $template := $stage -}}
@@ -34,13 +34,13 @@ Arguments: root context, stage.
 {{- $args = concat $args (list "--owner-job" (include "kata-deploy.dispatcher.cleanupJobName" $root)) -}}
 {{- end -}}
 {{- $args = concat $args (list
-  "--parallelism" ($root.Values.job.parallelism | toString)
+  "--parallelism" ($root.Values.job.parallelism | int64 | toString)
   "--stage" $template
   "--release" $root.Release.Name
   "--anchor-configmap" (include "kata-deploy.installer.jobTemplatesName" $root)
-  "--max-failed-nodes" ($root.Values.job.maxFailedNodes | toString)
-  "--wait-for-nodes" ($root.Values.job.waitForNodesSeconds | toString)) -}}
-{{- $args = concat $args (include "kata-deploy.dispatcher.selectionArgs" $selection | fromYaml).args -}}
+  "--max-failed-nodes" (include "kata-deploy.dispatcher.maxFailedNodes" $root)
+  "--wait-for-nodes" ($root.Values.job.waitForNodesSeconds | int64 | toString)) -}}
+{{- $args = concat $args (include "kata-deploy.dispatcher.selectionArgs" $selection | fromJson).args -}}
 {{- if or (eq $stage "reconcile") (and (eq $stage "install") (not $root.Values.job.reinstall)) -}}
 {{- $args = concat $args (list
   "--skip-done"
@@ -57,7 +57,21 @@ Arguments: root context, stage.
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- toYaml (dict "args" $args) -}}
+{{- toJson (dict "args" $args) -}}
+{{- end -}}
+
+{{/*
+kata-deploy.dispatcher.maxFailedNodes: job.maxFailedNodes as the dispatcher's
+--max-failed-nodes reads it: a percentage as given, a count as a plain integer (Helm reads
+a values file's numbers as floats, and a float of a million or more prints as 1e+06).
+Usage: {{ include "kata-deploy.dispatcher.maxFailedNodes" . }}
+*/}}
+{{- define "kata-deploy.dispatcher.maxFailedNodes" -}}
+{{- if kindIs "string" .Values.job.maxFailedNodes -}}
+{{- .Values.job.maxFailedNodes -}}
+{{- else -}}
+{{- .Values.job.maxFailedNodes | int64 -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
@@ -73,10 +87,10 @@ Arguments: root context, stage.
 {{- /* The dispatcher's own --timeout ends first, so its summary is in the Job's log. */ -}}
 {{- $deadline = add $root.Values.uninstallTimeoutSeconds 30 -}}
 {{- end -}}
-{{- $args := (include "kata-deploy.dispatcher.args" (list $root $stage) | fromYaml).args -}}
+{{- $args := (include "kata-deploy.dispatcher.args" (list $root $stage) | fromJson).args -}}
 backoffLimit: 0
-activeDeadlineSeconds: {{ $deadline }}
-ttlSecondsAfterFinished: {{ $root.Values.job.ttlSecondsAfterFinished }}
+activeDeadlineSeconds: {{ $deadline | int64 }}
+ttlSecondsAfterFinished: {{ $root.Values.job.ttlSecondsAfterFinished | int64 }}
 template:
   metadata:
     labels:
@@ -91,13 +105,13 @@ template:
     {{- end }}
   spec:
     restartPolicy: Never
-    serviceAccountName: {{ include "kata-deploy.dispatcher.serviceAccountName" $root }}
+    serviceAccountName: {{ include "kata-deploy.dispatcher.serviceAccountName" $root | quote }}
     {{- with $root.Values.imagePullSecrets }}
     imagePullSecrets:
       {{- toYaml . | nindent 6 }}
     {{- end }}
     {{- with $root.Values.job.dispatcherPriorityClassName }}
-    priorityClassName: {{ . }}
+    priorityClassName: {{ . | quote }}
     {{- end }}
     {{- with $root.Values.job.dispatcherNodeSelector }}
     nodeSelector:
@@ -115,7 +129,7 @@ template:
         type: RuntimeDefault
     containers:
       - name: dispatcher
-        image: {{ include "kata-deploy.image" (list $root $root.Values.job.dispatcherImage) }}
+        image: {{ include "kata-deploy.image" (list $root $root.Values.job.dispatcherImage) | quote }}
         imagePullPolicy: {{ $root.Values.imagePullPolicy }}
         command: [kata-dispatcher]
         args:
@@ -191,7 +205,7 @@ apiVersion: batch/v1
 kind: Job
 metadata:
   name: {{ $name }}
-  namespace: {{ $root.Release.Namespace }}
+  namespace: {{ $root.Release.Namespace | quote }}
   labels:
     {{- include "kata-deploy.componentLabels" (list $root "dispatcher") | nindent 4 }}
   annotations:

@@ -34,8 +34,8 @@ Usage: {{ include "kata-deploy.compileSelector" .Values.job }}
 {{/*
 kata-deploy.dispatcher.selectionArgs: the dispatcher's node-selection arguments (C7):
 --nodes a,b for explicit names; else --selector <compiled string>; else nothing (all
-nodes). Returns YAML {args: [...]}; use with fromYaml.
-Usage: {{ (include "kata-deploy.dispatcher.selectionArgs" .Values.job.cleanup | fromYaml).args }}
+nodes). Returns JSON {"args": [...]}; use with fromJson (see kata-deploy.customRuntimes).
+Usage: {{ (include "kata-deploy.dispatcher.selectionArgs" .Values.job.cleanup | fromJson).args }}
 */}}
 {{- define "kata-deploy.dispatcher.selectionArgs" -}}
 {{- $args := list -}}
@@ -45,5 +45,5 @@ Usage: {{ (include "kata-deploy.dispatcher.selectionArgs" .Values.job.cleanup | 
 {{- $selector := include "kata-deploy.compileSelector" . -}}
 {{- if $selector }}{{ $args = list "--selector" $selector }}{{ end -}}
 {{- end -}}
-{{- dict "args" $args | toYaml -}}
+{{- dict "args" $args | toJson -}}
 {{- end -}}

@@ -44,7 +44,7 @@ Usage: {{ include "kata-deploy.installer.config" . }}
 {{- end -}}
 {{- $_ := set $config "shims" $nodeShims -}}
 {{- $custom := dict -}}
-{{- range $name, $runtime := (include "kata-deploy.customRuntimes" . | fromYaml) -}}
+{{- range $name, $runtime := (include "kata-deploy.customRuntimes" . | fromJson) -}}
 {{- $_ := set $custom $name (dict
   "baseConfig" $runtime.baseConfig
   "dropIn" ($runtime.dropIn | default "")

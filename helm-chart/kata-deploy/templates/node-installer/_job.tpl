@@ -19,13 +19,13 @@ apiVersion: batch/v1
 kind: Job
 metadata:
   name: {{ include "kata-deploy.installer.jobNamePrefix" (list $root $stage) }}
-  namespace: {{ $root.Release.Namespace }}
+  namespace: {{ $root.Release.Namespace | quote }}
   labels:
     {{- include "kata-deploy.installer.jobLabels" $root | nindent 4 }}
 spec:
-  backoffLimit: {{ $root.Values.job.backoffLimit }}
-  activeDeadlineSeconds: {{ $root.Values.job.activeDeadlineSeconds }}
-  ttlSecondsAfterFinished: {{ $root.Values.job.ttlSecondsAfterFinished }}
+  backoffLimit: {{ $root.Values.job.backoffLimit | int64 }}
+  activeDeadlineSeconds: {{ $root.Values.job.activeDeadlineSeconds | int64 }}
+  ttlSecondsAfterFinished: {{ $root.Values.job.ttlSecondsAfterFinished | int64 }}
   template:
     metadata:
       labels:
@@ -39,12 +39,12 @@ spec:
       {{- end }}
     spec:
       restartPolicy: Never
-      serviceAccountName: {{ include "kata-deploy.installer.serviceAccountName" $root }}
+      serviceAccountName: {{ include "kata-deploy.installer.serviceAccountName" $root | quote }}
       automountServiceAccountToken: false
       # The cri stages restart the host's container runtime through the host's systemd.
       hostPID: true
       {{- with $root.Values.priorityClassName }}
-      priorityClassName: {{ . }}
+      priorityClassName: {{ . | quote }}
       {{- end }}
       {{- with $root.Values.imagePullSecrets }}
       imagePullSecrets:

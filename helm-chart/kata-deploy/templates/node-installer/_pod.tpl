@@ -6,14 +6,15 @@ hash and result annotation the installer records on its node.
 
 {{/*
 kata-deploy.installer.hostPaths: the host directories the installer mounts, each at
-"/host<path>" (docs/contracts.md), as YAML {paths: [{name, path, type, writable}]}.
+"/host<path>" (docs/contracts.md), as JSON {"paths": [{name, path, type, writable}]};
+use with fromJson (see kata-deploy.customRuntimes).
 writable marks the paths the mutating stages change; read-only stages mount all of them
 read-only. /etc is mounted whole because containerd, CRI-O and k0s keep their configs in
 different subdirectories and only host-check knows which this node has; the installer
 writes only files its manifest records. /run/systemd (read-only, no type check: hosts
 without systemd do not have it) is how `--restart auto` sees that the host runs systemd
 (/run/systemd/system), which it then drives through nsenter into PID 1 (hostPID).
-Usage: {{ range (include "kata-deploy.installer.hostPaths" . | fromYaml).paths }}
+Usage: {{ range (include "kata-deploy.installer.hostPaths" . | fromJson).paths }}
 */}}
 {{- define "kata-deploy.installer.hostPaths" -}}
 {{- $paths := list
@@ -43,7 +44,7 @@ Usage: {{ range (include "kata-deploy.installer.hostPaths" . | fromYaml).paths }
 {{- $paths = append $paths (dict "name" "host-crio-dropin" "path" $dir "type" "DirectoryOrCreate" "writable" true) -}}
 {{- end -}}
 {{- end -}}
-{{- dict "paths" $paths | toYaml -}}
+{{- dict "paths" $paths | toJson -}}
 {{- end -}}
 
 {{/*
@@ -52,10 +53,10 @@ directories and the installer configuration.
 Usage: {{- include "kata-deploy.installer.volumes" . | nindent 8 }}
 */}}
 {{- define "kata-deploy.installer.volumes" -}}
-{{- range (include "kata-deploy.installer.hostPaths" . | fromYaml).paths }}
+{{- range (include "kata-deploy.installer.hostPaths" . | fromJson).paths }}
 - name: {{ .name }}
   hostPath:
-    path: {{ .path }}
+    path: {{ .path | quote }}
     type: {{ .type | quote }}
 {{- end }}
 - name: installer-config
@@ -71,9 +72,9 @@ Usage: {{- include "kata-deploy.installer.volumeMounts" (list . true) | nindent 
 {{- define "kata-deploy.installer.volumeMounts" -}}
 {{- $root := index . 0 -}}
 {{- $writable := index . 1 -}}
-{{- range (include "kata-deploy.installer.hostPaths" $root | fromYaml).paths }}
+{{- range (include "kata-deploy.installer.hostPaths" $root | fromJson).paths }}
 - name: {{ .name }}
-  mountPath: /host{{ .path }}
+  mountPath: {{ printf "/host%s" .path | quote }}
   {{- if or (not .writable) (and (not $writable) (ne .path "/run/kata-deploy")) }}
   readOnly: true
   {{- end }}
@@ -146,7 +147,7 @@ Usage: {{- include "kata-deploy.installer.container" (list . "cri" "cri" "privil
 {{- $stage := index . 2 -}}
 {{- $profile := index . 3 -}}
 - name: {{ $name }}
-  image: {{ include "kata-deploy.image" (list $root $root.Values.image) }}
+  image: {{ include "kata-deploy.image" (list $root $root.Values.image) | quote }}
   imagePullPolicy: {{ $root.Values.imagePullPolicy }}
   command: [kata-installer]
   args: [--config, /etc/kata-deploy/installer.yaml, {{ $stage }}]
