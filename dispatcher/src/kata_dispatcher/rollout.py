@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 DRY_RUN_UID = "00000000-0000-0000-0000-000000000000"
+# Seconds a Job may stay decided-to-fail (FailureTarget) before it counts as failed
+# without its Failed condition: its pod is being killed on a node whose kubelet may be
+# gone, and would hold its slot for ever.
+FAILING_GRACE = 60.0
 MAX_REPLACE_ATTEMPTS = 5
 
 
@@ -96,6 +100,8 @@ class Task:
     started: float = 0.0  # monotonic time it was created or adopted
     probed: bool = False  # its pod was read once as its deadline neared
     stuck: jobs.PodFailure | None = None  # what that read found keeping it from finishing
+    failing: jobs.Result | None = None  # FailureTarget seen (and when), Failed not yet
+    failing_since: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -192,6 +198,16 @@ class Summary:
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), separators=(",", ":"), sort_keys=False)
+
+
+def _pod_words(pod: jobs.PodFailure | None) -> str:
+    """What a failed Job's pod said, for the log line."""
+    if pod is None:
+        return ""
+    if pod.exit_code is not None:
+        return f" (container {pod.container} exited {pod.exit_code}: {pod.termination_message})"
+    where = f"container {pod.container} " if pod.container else "its pod "
+    return f" ({where}was waiting: {pod.reason} {pod.termination_message})".replace("  ", " ")
 
 
 class Rollout(watching.Watcher):
@@ -640,6 +656,7 @@ class Rollout(watching.Watcher):
         task.state = TaskState.RUNNING
         task.stale_uid = ""
         task.started = self._clock.monotonic()
+        task.failing = None
         task.superseded = earlier and not result.finished and seen.template_hash != self._digest
         self._pacer.adopt(task.job, running=not result.finished)
         log.info(
@@ -650,8 +667,7 @@ class Rollout(watching.Watcher):
             ", built from another template: replaced once it finishes" if task.superseded else "",
             extra={"node": task.node, "job": task.job},
         )
-        if result.finished:
-            self._finish(task, result)
+        self._observe(task, result)
 
     def _fill(self) -> None:
         while not self._halted():
@@ -700,6 +716,7 @@ class Rollout(watching.Watcher):
         task.state = TaskState.RUNNING
         task.stale_uid = ""
         task.started = self._clock.monotonic()
+        task.failing = None
         log.info(
             "node %s: created Job %s",
             task.node,
@@ -763,6 +780,24 @@ class Rollout(watching.Watcher):
     def _observe(self, task: Task, result: jobs.Result) -> None:
         if result.finished:
             self._finish(task, result)
+        elif result.failing and task.failing is None:
+            task.failing, task.failing_since = result, self._clock.monotonic()
+
+    def _end_failing(self) -> None:
+        """A Job decided to fail whose pod has not terminated within FAILING_GRACE: count
+        it as failed and free its slot (its pod is on a node that does not answer)."""
+        now = self._clock.monotonic()
+        for task in list(self._tasks.values()):
+            failing = task.failing
+            if (
+                task.state is TaskState.RUNNING
+                and failing
+                and now - task.failing_since >= FAILING_GRACE
+            ):
+                message = (
+                    f"{failing.message} (its pod did not terminate within {FAILING_GRACE:.0f}s)"
+                )
+                self._finish(task, jobs.Result(jobs.State.FAILED, failing.reason, message.strip()))
 
     def _finish(self, task: Task, result: jobs.Result) -> None:
         if task.superseded:
@@ -803,11 +838,7 @@ class Rollout(watching.Watcher):
             task.job,
             result.reason,
             result.message,
-            (
-                f" (container {pod.container} exited {pod.exit_code}: {pod.termination_message})"
-                if pod and pod.container
-                else ""
-            ),
+            _pod_words(pod),
             extra=extra,
         )
 
@@ -897,6 +928,7 @@ class Rollout(watching.Watcher):
         self._renew()
         self._log_progress()
         self._probe_stuck()
+        self._end_failing()
         for task in list(self._tasks.values()):
             if task.state is TaskState.REPLACING:
                 self._create_replacement(task)
