@@ -871,3 +871,17 @@ def test_a_job_whose_pod_never_terminates_fails_after_the_grace(
     # Its slot stayed taken for the grace; Kubernetes itself never calls that Job
     # finished, so an observer counting unfinished Jobs sees it and the next one.
     assert api.max_unfinished <= 2
+
+
+def test_cleanup_does_not_wait_for_an_install_job_decided_to_fail(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(1)
+    install = jobs.selector_labels(release="kata-deploy", stage="install", owner="d-install")
+    api.scripts["ghost"] = fakes.Script(duration=1, pending_reason="Pending", never_terminates=True)
+    api.add_job("kata-deploy-install-ghost", labels=install, node="ghost")
+    clock.sleep(2)  # its deadline passed: FailureTarget, and its pod never terminates
+    template["metadata"]["name"] = "kata-deploy-cleanup"
+    config = make_settings(stage=settings.Stage.CLEANUP, remove_install_jobs="d-install")
+    summary = run(api, config, template, clock)
+    assert summary.succeeded == 1 and clock.sleeps.count(5.0) == 0

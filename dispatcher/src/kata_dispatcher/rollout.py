@@ -434,7 +434,11 @@ class Rollout(watching.Watcher):
         )
         while not self._halted():
             listed, _ = self._list_jobs(selector)
-            running = sorted(n for n, seen in listed.items() if not seen.result.finished)
+            # a Job decided to fail (FailureTarget) installs nothing more, even if its pod
+            # never terminates (a node with no kubelet): not worth waiting for
+            running = sorted(
+                n for n, seen in listed.items() if not (seen.result.finished or seen.result.failing)
+            )
             if not running:
                 return
             log.info(
