@@ -251,11 +251,8 @@ class Rollout(watching.Watcher):
         """The owner Job's UID, read with a LIST by name: the reconcile CronJob's Jobs have
         generated names, which a `get` rule with resourceNames could not grant."""
         ns, name = self._cfg.namespace, self._cfg.owner_job
-        page = self._call(
-            lambda: self._api.list_jobs(ns, field_selector=f"metadata.name={name}", limit=1),
-            f"read owner Job {ns}/{name}",
-        )
-        if not page.items:
+        owner = self._find_job(name, f"read owner Job {ns}/{name}")
+        if owner is None:
             if self._cfg.dry_run:
                 log.warning("owner Job %s/%s not found; dry run uses a placeholder UID", ns, name)
                 return jobs.Owner(name, DRY_RUN_UID)
@@ -263,7 +260,7 @@ class Rollout(watching.Watcher):
                 f"owner Job {ns}/{name} not found: --owner-job must name the dispatcher's "
                 "own Job in --namespace"
             )
-        uid = jobs.uid_of(page.items[0])
+        uid = jobs.uid_of(owner)
         if not uid:
             raise errors.UsageError(f"owner Job {ns}/{name} has no metadata.uid")
         return jobs.Owner(name, uid)
@@ -415,11 +412,8 @@ class Rollout(watching.Watcher):
         stops creating Jobs and releases the Lease on SIGTERM. A finished one is kept for
         its log until the cleanup has succeeded."""
         ns = self._cfg.namespace
-        page = self._call(
-            lambda: self._api.list_jobs(ns, field_selector=f"metadata.name={name}", limit=1),
-            f"read Job {ns}/{name}",
-        )
-        if not page.items or jobs.interpret(page.items[0]).finished:
+        job = self._find_job(name, f"read Job {ns}/{name}")
+        if job is None or jobs.interpret(job).finished:
             return
         log.warning("stopping the install run still in progress (Job %s) before cleaning up", name)
         with contextlib.suppress(errors.NotFound):
@@ -728,15 +722,20 @@ class Rollout(watching.Watcher):
             extra={"node": task.node, "job": task.job},
         )
 
-    def _read(self, name: str) -> Seen | None:
-        """Re-read one Job by name. A LIST with a name field selector, not a GET: the
-        chart grants `get` on Jobs only for the owner Job (resourceNames)."""
+    def _find_job(self, name: str, what: str) -> Obj | None:
+        """One Job by name, or None. A LIST with a name field selector, not a GET: the
+        chart grants no `get` on Jobs (the reconcile CronJob's names are generated)."""
         ns = self._cfg.namespace
         page = self._call(
             lambda: self._api.list_jobs(ns, field_selector=f"metadata.name={name}", limit=1),
-            f"read Job {name}",
+            what,
         )
-        return self._seen(page.items[0]) if page.items else None
+        return page.items[0] if page.items else None
+
+    def _read(self, name: str) -> Seen | None:
+        """Re-read one Job by name."""
+        job = self._find_job(name, f"read Job {name}")
+        return self._seen(job) if job is not None else None
 
     def _replace(self, task: Task, stale_uid: str) -> None:
         """Delete an earlier owner's Job with this name (only that exact object: UID
