@@ -116,6 +116,9 @@ class Script:
     # the pod never starts: it waits with this reason until the Job's deadline
     # (`duration`) fails the Job, and the Job controller deletes the pod with it
     pending_reason: str = ""
+    # with pending_reason: the pod never terminates either (its node has no kubelet), so
+    # the Job keeps FailureTarget and never gets Failed
+    never_terminates: bool = False
 
 
 @dataclasses.dataclass
@@ -347,6 +350,19 @@ class FakeApi:
 
     def _set_finished(self, job: Obj, *, succeed: bool, script: Script) -> None:
         self._live.discard(job["metadata"]["name"])
+        if script.pending_reason and script.never_terminates:
+            job["status"] = {
+                "conditions": [
+                    {
+                        "type": "FailureTarget",
+                        "status": "True",
+                        "reason": "DeadlineExceeded",
+                        "message": "Job was active longer than specified deadline",
+                    }
+                ],
+            }
+            self._live.add(job["metadata"]["name"])
+            return
         if script.pending_reason:
             job["status"] = {
                 "failed": 1,

@@ -171,9 +171,9 @@ def test_build_drops_server_fields(template: dict[str, Any]) -> None:
         ({"conditions": [{"type": "Complete", "status": "True"}]}, jobs.State.SUCCEEDED, ""),
         ({"conditions": [{"type": "Complete", "status": "False"}]}, jobs.State.RUNNING, ""),
         (
-            # decided, though its pod may never terminate (a node whose kubelet is gone)
+            # decided, but its pod is still terminating: running, failing, with the reason
             {"conditions": [{"type": "FailureTarget", "status": "True", "reason": "X"}]},
-            jobs.State.FAILED,
+            jobs.State.RUNNING,
             "X",
         ),
         (
@@ -189,6 +189,7 @@ def test_interpret(status: dict[str, Any], state: jobs.State, reason: str) -> No
     assert result.state is state
     assert result.reason == reason
     assert result.finished is (state is not jobs.State.RUNNING)
+    assert result.failing is (reason == "X")
 
 
 def test_pod_failure_names_the_first_failing_container() -> None:

@@ -849,3 +849,39 @@ def test_cleanup_stops_an_install_run_in_progress_and_waits_for_its_jobs(
     first_node_list = next(i for i, c in enumerate(api.calls) if c.method == "list_nodes")
     assert clock.now - start >= 30
     assert all(c.method != "create_job" for c in api.calls[:first_node_list])
+
+
+def test_a_job_whose_pod_never_terminates_fails_after_the_grace(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    # The deadline passed (FailureTarget) but the pod is on a node with no kubelet, so
+    # Failed never comes: the slot is freed FAILING_GRACE later, with the reason.
+    api = make_api(3)
+    api.scripts["worker-001"] = fakes.Script(
+        duration=25, pending_reason="ImagePullBackOff", never_terminates=True
+    )
+    template["spec"]["activeDeadlineSeconds"] = 25
+    summary = run(api, make_settings(parallelism=1, inspect_pods=True), template, clock)
+    [failure] = summary.failed
+    assert failure["node"] == "worker-001" and failure["reason"] == "DeadlineExceeded"
+    assert "did not terminate within 60s" in failure["message"]
+    assert failure["container_reason"] == "ImagePullBackOff"  # read before the deadline
+    assert summary.succeeded == 2
+    assert summary.elapsed_seconds >= 25 + rollout.FAILING_GRACE
+    # Its slot stayed taken for the grace; Kubernetes itself never calls that Job
+    # finished, so an observer counting unfinished Jobs sees it and the next one.
+    assert api.max_unfinished <= 2
+
+
+def test_cleanup_does_not_wait_for_an_install_job_decided_to_fail(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(1)
+    install = jobs.selector_labels(release="kata-deploy", stage="install", owner="d-install")
+    api.scripts["ghost"] = fakes.Script(duration=1, pending_reason="Pending", never_terminates=True)
+    api.add_job("kata-deploy-install-ghost", labels=install, node="ghost")
+    clock.sleep(2)  # its deadline passed: FailureTarget, and its pod never terminates
+    template["metadata"]["name"] = "kata-deploy-cleanup"
+    config = make_settings(stage=settings.Stage.CLEANUP, remove_install_jobs="d-install")
+    summary = run(api, config, template, clock)
+    assert summary.succeeded == 1 and clock.sleeps.count(5.0) == 0

@@ -1,5 +1,6 @@
 """Shared fixtures: a synthetic payload, host roots seeded from fixtures/hosts/<case>/,
-tree snapshots, and a Context builder that talks to a FakeKube.
+tree snapshots, a Context builder that talks to a FakeKube, and the terminal summary of
+the fuzzed host configurations (test_fuzz_host_config).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import pathlib
 import shutil
 import stat
 import sys
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +29,9 @@ CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "case.yaml").is_file()
 NODE = "node-1"
 
 Snapshot = dict[str, tuple[Any, ...]]
+# test_fuzz_host_config's case counts: (host, valid|invalid TOML, reverted|refused) -> n,
+# plus what the real containerd made of the originals; printed by pytest_terminal_summary
+FUZZ_COUNTS = pytest.StashKey[Counter[tuple[str, str, str]]]()
 
 
 @pytest.fixture(scope="session")
@@ -124,3 +129,22 @@ def make_ctx(payload: pathlib.Path, kube: fakes.FakeKube) -> MakeCtx:
         )
 
     return make
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    """How many fuzzed host configurations ran, per host and outcome."""
+    counts = config.stash.get(FUZZ_COUNTS, None)
+    if not counts:
+        return
+    tr = terminalreporter
+    tr.write_sep("-", "fuzzed host configurations (test_fuzz_host_config)")
+    for (host, validity, outcome), n in sorted(counts.items()):
+        tr.write_line(f"{n:5d}  {host:<22} {validity:<8} {outcome}")
+    reverted = sum(n for (_, _, o), n in counts.items() if o == "reverted")
+    refused = sum(n for (_, _, o), n in counts.items() if o == "refused")
+    tr.write_line(
+        f"{reverted + refused} cases ran: {reverted} installed and reverted byte-identical, "
+        f"{refused} refused with an error naming the file, the host root unchanged"
+    )

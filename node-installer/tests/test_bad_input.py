@@ -5,7 +5,11 @@ shim), a bad snapshotter, TEE options on a non-TEE shim, a schema version 1 docu
 (chart and installer of different releases), bad suffix, malformed existing containerd
 config, missing payload file, read-only host directory, missing /dev/kvm, suffix on
 containerd 1.x, hostile symlinks in the host tree, label/unlabel without a node name or
-API access, the CLI's exit codes.
+API access, the CLI's exit codes. Found by test_fuzz_host_config: containerd configs
+tomlkit cannot edit faithfully (an inline runtimes table, dotted keys, tables out of
+order, a non-table where a table goes) and a CRI-O drop-in already at our name are
+refused by host-check, naming the file, before anything is written; an import glob that
+climbs with `..` gets our drop-in imported by name instead.
 """
 
 from __future__ import annotations
@@ -108,6 +112,76 @@ def test_malformed_existing_config(tmp_path: pathlib.Path, make_ctx: MakeCtx) ->
     assert diff(before, snapshot(root)) == []
 
 
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (  # tomlkit raised ValueError: "Inline tables cannot contain a table"
+            '[plugins."io.containerd.grpc.v1.cri".containerd]\n'
+            '  runtimes = { runc = { runtime_type = "io.containerd.runc.v2" } }\n',
+            "`plugins.io.containerd.grpc.v1.cri.containerd.runtimes` is an inline table",
+        ),
+        (  # tomlkit wrote the handlers under a top-level [containerd.runtimes.*]
+            '[plugins."io.containerd.grpc.v1.cri"]\n  containerd.default_runtime_name = "runc"\n',
+            "tomlkit would put the tables somewhere else",
+        ),
+        (  # tomlkit raised AttributeError: 'OutOfOrderTableProxy' object has no attribute
+            "[plugins]\n"
+            '  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.kata-old]\n'
+            '    runtime_path = "/opt/kata/bin/containerd-shim-kata-v2"\n'
+            '  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes]\n'
+            '    runc = { runtime_type = "io.containerd.runc.v2" }\n',
+            "OutOfOrderTableProxy",
+        ),
+        (  # the message named no file, and /opt was written before the cri stage refused
+            '[plugins."io.containerd.grpc.v1.cri".containerd]\n  runtimes = "runc"\n',
+            "`plugins.io.containerd.grpc.v1.cri.containerd.runtimes` is not a table",
+        ),
+    ],
+    ids=["inline-table", "dotted-keys", "out-of-order", "not-a-table"],
+)
+def test_config_layout_we_cannot_edit(
+    tmp_path: pathlib.Path, make_ctx: MakeCtx, text: str, why: str
+) -> None:
+    root = seed_host("containerd16-fresh", tmp_path / "host")
+    (root / "etc/containerd/config.toml").write_text("version = 2\n" + text)
+    before = snapshot(root)
+    with pytest.raises(errors.HostError) as exc:
+        stages.install(make_ctx(root, FIXTURES / "containerd16-fresh" / "installer.yaml"))
+    assert exc.value.failed_stage == "host-check"
+    assert "/etc/containerd/config.toml: cannot add the Kata runtime handlers" in str(exc.value)
+    assert why in str(exc.value)
+    assert diff(before, snapshot(root)) == []
+
+
+def test_foreign_crio_drop_in_at_our_name(tmp_path: pathlib.Path, make_ctx: MakeCtx) -> None:
+    root = seed_host("crio", tmp_path / "host")
+    (root / "etc/crio/crio.conf.d/50-kata.toml").write_text("[crio.runtime]\n")
+    before = snapshot(root)
+    with pytest.raises(errors.HostError) as exc:
+        stages.install(make_ctx(root, FIXTURES / "crio" / "installer.yaml"))
+    assert "/etc/crio/crio.conf.d/50-kata.toml exists and was not written" in str(exc.value)
+    assert exc.value.failed_stage == "host-check"
+    assert diff(before, snapshot(root)) == []  # refused before the artifacts stage ran
+
+
+@pytest.mark.parametrize("glob", ["/../../outside/*.toml", "../containerd.d/*.toml"])
+def test_import_glob_that_climbs_gets_an_entry_by_name(
+    tmp_path: pathlib.Path, make_ctx: MakeCtx, glob: str
+) -> None:
+    root = seed_host("containerd2-noimports", tmp_path / "host")
+    config = root / "etc/containerd/config.toml"
+    config.write_text(f'version = 3\nimports = ["{glob}"]\n')
+    before = snapshot(root)
+    ctx = make_ctx(root, FIXTURES / "containerd2-noimports" / "installer.yaml")
+    stages.install(ctx)
+    assert (root / "etc/containerd/conf.d/50-kata.toml").is_file()
+    assert config.read_text() == (
+        f'version = 3\nimports = ["{glob}", "/etc/containerd/conf.d/50-kata.toml"]\n'
+    )
+    stages.uninstall(make_ctx(root, FIXTURES / "containerd2-noimports" / "installer.yaml"))
+    assert diff(before, snapshot(root)) == []
+
+
 def test_missing_payload_file(
     tmp_path: pathlib.Path, make_ctx: MakeCtx, payload: pathlib.Path
 ) -> None:
@@ -198,13 +272,10 @@ def test_symlinked_runtime_config_is_refused(
     ctx = make_ctx(root, FIXTURES / "containerd2-noimports" / "installer.yaml")
     with pytest.raises(
         errors.HostError, match=f"config.toml is a symlink to {link}, which is {why}"
-    ):
+    ) as exc:
         stages.install(ctx)
-    # artifacts ran before cri refused: only /opt changed, no runtime file was written
-    outside_opt = [
-        d for d in diff(before, snapshot(root)) if not d.split(": ")[1].startswith("opt")
-    ]
-    assert outside_opt == []
+    assert exc.value.failed_stage == "host-check"  # refused before anything was written
+    assert diff(before, snapshot(root)) == []
     assert (root / "etc/passwd").read_text().startswith("root:x:0:0")
     assert not (root / "etc/containerd/missing.toml").exists()
 

@@ -117,3 +117,16 @@ def test_every_values_key_exists(row: Row) -> None:
         found = re.fullmatch(r"`([^`]+)`", item)
         assert found, f"values key {item!r}: one key per item"
         assert _key_exists(values, found[1].split(".")), f"{found[1]!r}: not in values.yaml"
+
+
+def test_the_privileges_matrix_is_the_one_the_e2e_checks() -> None:
+    from tests.e2e import privileges
+
+    text = README.read_text(encoding="utf-8")
+    begin = text.index("<!-- privileges:begin")
+    start = text.index("\n", begin) + 1
+    end = text.index("<!-- privileges:end -->")
+    assert text[start:end].strip() == privileges.markdown(), (
+        "README's privileges table differs from tests/e2e/privileges.py; paste:\n"
+        + privileges.markdown()
+    )

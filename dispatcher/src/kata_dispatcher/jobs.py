@@ -304,6 +304,9 @@ class Result:
     state: State
     reason: str = ""
     message: str = ""
+    # RUNNING, but the Job controller has decided it fails (FailureTarget): its pods are
+    # being terminated, and Failed follows once they are gone
+    failing: bool = False
 
     @property
     def finished(self) -> bool:
@@ -311,10 +314,11 @@ class Result:
 
 
 def interpret(job: Obj) -> Result:
-    """A Job is finished when its outcome is decided: condition Complete or Failed with
-    status True, or FailureTarget, which the Job controller sets as soon as it decides the
-    Job fails (a deadline, the backoff limit) and before Failed, which waits until every
-    pod has terminated: a pod on a node whose kubelet is gone never does."""
+    """A Job is finished when it has condition Complete or Failed with status True. With
+    FailureTarget only, the Job controller has decided it fails but waits for its pods to
+    terminate before it sets Failed: still running (its pods may still be on the node),
+    but `failing`, with the reason; a pod on a node whose kubelet is gone never
+    terminates, which the caller bounds (rollout.FAILING_GRACE)."""
     true = {
         str(c.get("type")): c
         for c in (job.get("status") or {}).get("conditions") or []
@@ -322,14 +326,19 @@ def interpret(job: Obj) -> Result:
     }
     if "Complete" in true:
         return Result(State.SUCCEEDED, str(true["Complete"].get("reason") or ""), "")
-    for kind in ("Failed", "FailureTarget"):
-        if kind in true:
-            cond = true[kind]
-            return Result(
-                State.FAILED,
-                str(cond.get("reason") or "Failed"),
-                str(cond.get("message") or ""),
-            )
+    if "Failed" in true:
+        cond = true["Failed"]
+        return Result(
+            State.FAILED, str(cond.get("reason") or "Failed"), str(cond.get("message") or "")
+        )
+    if "FailureTarget" in true:
+        cond = true["FailureTarget"]
+        return Result(
+            State.RUNNING,
+            str(cond.get("reason") or "Failed"),
+            str(cond.get("message") or ""),
+            failing=True,
+        )
     return Result(State.RUNNING)
 
 

@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 
 DRY_RUN_UID = "00000000-0000-0000-0000-000000000000"
+# Seconds a Job may stay decided-to-fail (FailureTarget) before it counts as failed
+# without its Failed condition: its pod is being killed on a node whose kubelet may be
+# gone, and would hold its slot for ever.
+FAILING_GRACE = 60.0
 MAX_REPLACE_ATTEMPTS = 5
 
 
@@ -96,6 +100,8 @@ class Task:
     started: float = 0.0  # monotonic time it was created or adopted
     probed: bool = False  # its pod was read once as its deadline neared
     stuck: jobs.PodFailure | None = None  # what that read found keeping it from finishing
+    failing: jobs.Result | None = None  # FailureTarget seen (and when), Failed not yet
+    failing_since: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -194,6 +200,16 @@ class Summary:
         return json.dumps(self.as_dict(), separators=(",", ":"), sort_keys=False)
 
 
+def _pod_words(pod: jobs.PodFailure | None) -> str:
+    """What a failed Job's pod said, for the log line."""
+    if pod is None:
+        return ""
+    if pod.exit_code is not None:
+        return f" (container {pod.container} exited {pod.exit_code}: {pod.termination_message})"
+    where = f"container {pod.container} " if pod.container else "its pod "
+    return f" ({where}was waiting: {pod.reason} {pod.termination_message})".replace("  ", " ")
+
+
 class Rollout(watching.Watcher):
     """One run of the dispatcher against `api`. `run()` returns the Summary."""
 
@@ -235,11 +251,8 @@ class Rollout(watching.Watcher):
         """The owner Job's UID, read with a LIST by name: the reconcile CronJob's Jobs have
         generated names, which a `get` rule with resourceNames could not grant."""
         ns, name = self._cfg.namespace, self._cfg.owner_job
-        page = self._call(
-            lambda: self._api.list_jobs(ns, field_selector=f"metadata.name={name}", limit=1),
-            f"read owner Job {ns}/{name}",
-        )
-        if not page.items:
+        owner = self._find_job(name, f"read owner Job {ns}/{name}")
+        if owner is None:
             if self._cfg.dry_run:
                 log.warning("owner Job %s/%s not found; dry run uses a placeholder UID", ns, name)
                 return jobs.Owner(name, DRY_RUN_UID)
@@ -247,7 +260,7 @@ class Rollout(watching.Watcher):
                 f"owner Job {ns}/{name} not found: --owner-job must name the dispatcher's "
                 "own Job in --namespace"
             )
-        uid = jobs.uid_of(page.items[0])
+        uid = jobs.uid_of(owner)
         if not uid:
             raise errors.UsageError(f"owner Job {ns}/{name} has no metadata.uid")
         return jobs.Owner(name, uid)
@@ -399,11 +412,8 @@ class Rollout(watching.Watcher):
         stops creating Jobs and releases the Lease on SIGTERM. A finished one is kept for
         its log until the cleanup has succeeded."""
         ns = self._cfg.namespace
-        page = self._call(
-            lambda: self._api.list_jobs(ns, field_selector=f"metadata.name={name}", limit=1),
-            f"read Job {ns}/{name}",
-        )
-        if not page.items or jobs.interpret(page.items[0]).finished:
+        job = self._find_job(name, f"read Job {ns}/{name}")
+        if job is None or jobs.interpret(job).finished:
             return
         log.warning("stopping the install run still in progress (Job %s) before cleaning up", name)
         with contextlib.suppress(errors.NotFound):
@@ -418,7 +428,11 @@ class Rollout(watching.Watcher):
         )
         while not self._halted():
             listed, _ = self._list_jobs(selector)
-            running = sorted(n for n, seen in listed.items() if not seen.result.finished)
+            # a Job decided to fail (FailureTarget) installs nothing more, even if its pod
+            # never terminates (a node with no kubelet): not worth waiting for
+            running = sorted(
+                n for n, seen in listed.items() if not (seen.result.finished or seen.result.failing)
+            )
             if not running:
                 return
             log.info(
@@ -640,6 +654,7 @@ class Rollout(watching.Watcher):
         task.state = TaskState.RUNNING
         task.stale_uid = ""
         task.started = self._clock.monotonic()
+        task.failing = None
         task.superseded = earlier and not result.finished and seen.template_hash != self._digest
         self._pacer.adopt(task.job, running=not result.finished)
         log.info(
@@ -650,8 +665,7 @@ class Rollout(watching.Watcher):
             ", built from another template: replaced once it finishes" if task.superseded else "",
             extra={"node": task.node, "job": task.job},
         )
-        if result.finished:
-            self._finish(task, result)
+        self._observe(task, result)
 
     def _fill(self) -> None:
         while not self._halted():
@@ -700,6 +714,7 @@ class Rollout(watching.Watcher):
         task.state = TaskState.RUNNING
         task.stale_uid = ""
         task.started = self._clock.monotonic()
+        task.failing = None
         log.info(
             "node %s: created Job %s",
             task.node,
@@ -707,15 +722,20 @@ class Rollout(watching.Watcher):
             extra={"node": task.node, "job": task.job},
         )
 
-    def _read(self, name: str) -> Seen | None:
-        """Re-read one Job by name. A LIST with a name field selector, not a GET: the
-        chart grants `get` on Jobs only for the owner Job (resourceNames)."""
+    def _find_job(self, name: str, what: str) -> Obj | None:
+        """One Job by name, or None. A LIST with a name field selector, not a GET: the
+        chart grants no `get` on Jobs (the reconcile CronJob's names are generated)."""
         ns = self._cfg.namespace
         page = self._call(
             lambda: self._api.list_jobs(ns, field_selector=f"metadata.name={name}", limit=1),
-            f"read Job {name}",
+            what,
         )
-        return self._seen(page.items[0]) if page.items else None
+        return page.items[0] if page.items else None
+
+    def _read(self, name: str) -> Seen | None:
+        """Re-read one Job by name."""
+        job = self._find_job(name, f"read Job {name}")
+        return self._seen(job) if job is not None else None
 
     def _replace(self, task: Task, stale_uid: str) -> None:
         """Delete an earlier owner's Job with this name (only that exact object: UID
@@ -763,6 +783,24 @@ class Rollout(watching.Watcher):
     def _observe(self, task: Task, result: jobs.Result) -> None:
         if result.finished:
             self._finish(task, result)
+        elif result.failing and task.failing is None:
+            task.failing, task.failing_since = result, self._clock.monotonic()
+
+    def _end_failing(self) -> None:
+        """A Job decided to fail whose pod has not terminated within FAILING_GRACE: count
+        it as failed and free its slot (its pod is on a node that does not answer)."""
+        now = self._clock.monotonic()
+        for task in list(self._tasks.values()):
+            failing = task.failing
+            if (
+                task.state is TaskState.RUNNING
+                and failing
+                and now - task.failing_since >= FAILING_GRACE
+            ):
+                message = (
+                    f"{failing.message} (its pod did not terminate within {FAILING_GRACE:.0f}s)"
+                )
+                self._finish(task, jobs.Result(jobs.State.FAILED, failing.reason, message.strip()))
 
     def _finish(self, task: Task, result: jobs.Result) -> None:
         if task.superseded:
@@ -803,11 +841,7 @@ class Rollout(watching.Watcher):
             task.job,
             result.reason,
             result.message,
-            (
-                f" (container {pod.container} exited {pod.exit_code}: {pod.termination_message})"
-                if pod and pod.container
-                else ""
-            ),
+            _pod_words(pod),
             extra=extra,
         )
 
@@ -897,6 +931,7 @@ class Rollout(watching.Watcher):
         self._renew()
         self._log_progress()
         self._probe_stuck()
+        self._end_failing()
         for task in list(self._tasks.values()):
             if task.state is TaskState.REPLACING:
                 self._create_replacement(task)

@@ -11,15 +11,23 @@ Files: our own drop-in plus one `imports` entry (containerd >= 2.0), a direct ed
 main config (older), the k3s/rke2 template (a Go template, so a marked block of text, not
 a TOML edit), a k0s drop-in, or the microk8s template (TOML, edited in place). Edits of
 files that are not ours go through tomlkit so comments and formatting survive.
+
+tomlkit cannot edit every valid layout faithfully (inline tables, tables out of order,
+dotted keys on the way to ours: it raises, or writes our tables under the wrong key).
+So every edit is checked with tomllib before it is used: the result must be valid TOML
+that means the original plus exactly our part. Anything else is a HostError naming the
+file, raised while rendering, which host-check does before anything is written.
 """
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
 import posixpath
 import re
 import tomllib
+from collections.abc import Callable
 from typing import Any
 
 import tomlkit
@@ -90,22 +98,122 @@ def render_drop_in(cfg: config.InstallerConfig, tables: list[Table], version: in
     return (HEADER + f"version = {version}\n\n" + render_tables(tables)).encode()
 
 
+# What tomlkit raises on a layout it cannot edit: its own errors, ValueError ("Inline
+# tables cannot contain a table") and AttributeError (tables out of order).
+_TOMLKIT_ERRORS = (tomlkit.exceptions.TOMLKitError, ValueError, AttributeError)
+
+
+class _Layout(Exception):
+    """Where our tables go, the existing file has something we cannot edit."""
+
+
+def _cannot_edit(
+    path: str, why: str, *, action: str = "add the Kata runtime handlers to"
+) -> errors.HostError:
+    return errors.HostError(
+        f"{path}: cannot {action} this file as it is laid out ({why}); it was left "
+        "unchanged. Write the tables on the way to the runtimes as [section] headers, "
+        "parents before children, and run again"
+    )
+
+
 def _parse(raw: bytes, path: str) -> tomlkit.TOMLDocument:
     try:
         return tomlkit.parse(raw.decode("utf-8"))
-    except (tomlkit.exceptions.ParseError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise errors.HostError(f"{path} is not valid TOML, refusing to edit it: {exc}") from exc
+    except _TOMLKIT_ERRORS as exc:
+        try:
+            tomllib.loads(raw.decode("utf-8"))
+        except tomllib.TOMLDecodeError:
+            raise errors.HostError(f"{path} is not valid TOML, refusing to edit it: {exc}") from exc
+        raise _cannot_edit(path, f"tomlkit cannot read it: {exc}") from exc
+
+
+def _meaning(raw: bytes | None, path: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads((raw or b"").decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise errors.HostError(f"{path} is not valid TOML, refusing to edit it: {exc}") from exc
 
 
+def _edit(
+    path: str, raw: bytes | None, change: Callable[[Any], None], *, removing: bool = False
+) -> bytes:
+    """Parse with tomlkit, apply `change` to the document, dump; HostError naming the file
+    if tomlkit cannot (the caller checks what the result means)."""
+    action = (
+        "remove the Kata runtime handlers from" if removing else "add the Kata runtime handlers to"
+    )
+    doc = _parse(raw or b"", path)
+    try:
+        change(doc)
+        return tomlkit.dumps(doc).encode()
+    except _Layout as exc:
+        raise _cannot_edit(path, str(exc), action=action) from exc
+    except _TOMLKIT_ERRORS as exc:
+        raise _cannot_edit(path, f"tomlkit: {exc}", action=action) from exc
+
+
+def _edited_meaning(path: str, edited: bytes) -> dict[str, Any]:
+    try:
+        return tomllib.loads(edited.decode("utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise _cannot_edit(path, f"the edit would not be valid TOML: {exc}") from exc
+
+
+def _without(doc: dict[str, Any], paths: list[tuple[str, ...]]) -> dict[str, Any]:
+    """A copy of a plain document without the tables at `paths` and the tables on their
+    way that this leaves empty (what an edit of ours may add or remove)."""
+    out = copy.deepcopy(doc)
+    for path in paths:
+        chain = [out]
+        for k in path[:-1]:
+            nxt = chain[-1].get(k)
+            if not isinstance(nxt, dict):
+                break
+            chain.append(nxt)
+        else:
+            chain[-1].pop(path[-1], None)
+            for depth in range(len(chain) - 1, 0, -1):
+                if chain[depth]:
+                    break
+                del chain[depth - 1][path[depth - 1]]
+    return out
+
+
+def _check_meaning(path: str, before: dict[str, Any], edited: bytes, ours: list[Table]) -> None:
+    """The edit is valid TOML holding our tables, and apart from them (and a `version`
+    it added) it means exactly what the file meant before."""
+    after = _edited_meaning(path, edited)
+    if "version" not in before:
+        after.pop("version", None)
+    paths = [p for p, _ in ours]
+    try:
+        placed = _has_tables(after, [t for t in ours if t[1]]) and not any(
+            _walk(after, p, create=False) is not None for p, values in ours if not values
+        )
+    except _Layout:
+        placed = False
+    if not placed or _without(before, paths) != _without(after, paths):
+        raise _cannot_edit(path, "tomlkit would put the tables somewhere else")
+
+
 def _walk(container: Any, path: tuple[str, ...], *, create: bool) -> Any:
-    for k in path:
+    """The table at `path` (None if missing and not `create`); _Layout if something on
+    the way is not a table, or (creating) is an inline table tomlkit cannot add to."""
+    for i, k in enumerate(path):
         if k not in container:
             if not create:
                 return None
+            if isinstance(container, tk_items.InlineTable):
+                raise _Layout(f"`{'.'.join(path[:i])}` is an inline table")
             container[k] = tomlkit.table(is_super_table=True)
         container = container[k]
         if not isinstance(container, dict):
-            raise errors.HostError(f"`{'.'.join(path)}` is not a table in the existing config")
+            raise _Layout(f"`{'.'.join(path[: i + 1])}` is not a table")
+    if create and isinstance(container, tk_items.InlineTable):
+        raise _Layout(f"`{'.'.join(path)}` is an inline table")
     return container
 
 
@@ -194,23 +302,37 @@ def direct_edit(tables: list[Table], *, version: int, path: str, prefix: str) ->
     """
 
     def render(raw: bytes | None) -> bytes | None:
-        doc = _parse(raw or b"", path)
-        stale = _stale_tables(doc, tables, version, prefix)
-        if raw is not None and not stale and _has_tables(doc, tables):
-            return raw
-        _remove_tables(doc, stale + tables)
-        wanted = _with_default_runc(doc, tables, version)
-        if "version" not in doc and (raw is None or not tomllib.loads(raw.decode())):
-            doc.add("version", version)
-            doc.add(tomlkit.nl())
-        _add_tables(doc, wanted)
-        return tomlkit.dumps(doc).encode()
+        before = _meaning(raw, path)
+        try:
+            stale = _stale_tables(before, tables, version, prefix)
+            if raw is not None and not stale and _has_tables(before, tables):
+                return raw
+        except _Layout as exc:
+            raise _cannot_edit(path, str(exc)) from exc
+        ours: list[Table] = []
+
+        def change(doc: Any) -> None:
+            _remove_tables(doc, stale + tables)
+            wanted = _with_default_runc(doc, tables, version)
+            if "version" not in doc and not before:
+                doc.add("version", version)
+                doc.add(tomlkit.nl())
+            _add_tables(doc, wanted)
+            ours.extend(stale + wanted)
+
+        edited = _edit(path, raw, change)
+        _check_meaning(path, before, edited, ours)
+        return edited
 
     def unrender(raw: bytes) -> bytes | None:
-        doc = _parse(raw, path)
-        if not _remove_tables(doc, tables):
-            return raw
-        return tomlkit.dumps(doc).encode()
+        removed = False
+
+        def change(doc: Any) -> None:
+            nonlocal removed
+            removed = _remove_tables(doc, tables)
+
+        edited = _edit(path, raw, change, removing=True)
+        return edited if removed else raw
 
     return render, unrender
 
@@ -221,34 +343,48 @@ def imports_edit(entry: str, *, version: int, path: str) -> tuple[Any, Any]:
     def render(raw: bytes | None) -> bytes | None:
         if raw is None:
             return f"version = {version}\nimports = [{json.dumps(entry)}]\n".encode()
-        doc = _parse(raw, path)
-        current = doc.get("imports")
-        if current is not None:
-            if not isinstance(current, tk_items.Array):
-                raise errors.HostError(f"{path}: `imports` is not a list")
-            if entry in [_plain(v) for v in current]:
-                return raw
-            current.append(entry)
-        else:
-            if "version" not in doc and not tomllib.loads(raw.decode()):
+        before = _meaning(raw, path)
+        imports = before.get("imports", [])
+        if not isinstance(imports, list):
+            raise errors.HostError(f"{path}: `imports` is not a list")
+        if entry in imports:
+            return raw
+
+        def change(doc: Any) -> None:
+            current = doc.get("imports")
+            if current is not None:
+                current.append(entry)
+                return
+            if "version" not in doc and not before:
                 doc.add("version", version)
             arr = tomlkit.array()
             arr.append(entry)
             doc.add("imports", arr)
-        return tomlkit.dumps(doc).encode()
+
+        edited = _edit(path, raw, change)
+        expected = {**before, "imports": [*imports, entry]}
+        after = _edited_meaning(path, edited)
+        if "version" not in before:
+            after.pop("version", None)
+        if after != expected:
+            raise _cannot_edit(path, "tomlkit would not add the `imports` entry alone")
+        return edited
 
     def unrender(raw: bytes) -> bytes | None:
-        doc = _parse(raw, path)
-        current = doc.get("imports")
-        if not isinstance(current, tk_items.Array):
-            return raw
-        values = [_plain(v) for v in current]
-        if entry not in values:
-            return raw
-        current.remove(entry)
-        if len(current) == 0:
-            del doc["imports"]
-        return tomlkit.dumps(doc).encode()
+        removed = False
+
+        def change(doc: Any) -> None:
+            nonlocal removed
+            current = doc.get("imports")
+            if not isinstance(current, tk_items.Array) or entry not in [_plain(v) for v in current]:
+                return
+            current.remove(entry)
+            if len(current) == 0:
+                del doc["imports"]
+            removed = True
+
+        edited = _edit(path, raw, change, removing=True)
+        return edited if removed else raw
 
     return render, unrender
 
@@ -302,9 +438,12 @@ def _glob_dir(runtime: Runtime, name: str) -> str | None:
         full = pattern if pattern.startswith("/") else posixpath.join(base, pattern)
         if not any(c in full for c in "*?["):
             continue
-        candidate = posixpath.join(posixpath.dirname(full), name)
-        if fnmatch.fnmatchcase(candidate, full):
-            return posixpath.dirname(full)
+        directory = posixpath.dirname(full)
+        if ".." in directory.split("/") or any(c in directory for c in "*?["):
+            # a directory we would have to guess (or climb to): import our file by name
+            continue
+        if fnmatch.fnmatchcase(posixpath.join(directory, name), full):
+            return directory
     return None
 
 

@@ -12,6 +12,10 @@ records `restart_owed: <unit>`; it is cleared only after the restart succeeded. 
 that finds the debt (a failed or interrupted restart, a pod killed between the write and
 the restart) pays it even when no file changes; the check fails while it is owed, so
 `label` never follows an unpaid restart. revert-cri does the same.
+
+`preview` renders every file without writing: host-check runs it, so a runtime file we
+cannot edit (or a file of ours someone else already wrote) is refused before any stage
+changes the host.
 """
 
 from __future__ import annotations
@@ -71,6 +75,28 @@ def targets(ctx: Context) -> list[runtimes.Target]:
     return containerd.targets(rt, ctx.cfg, handlers)
 
 
+def _refuse_foreign(t: runtimes.Target, current: bytes | None, doc: state.State | None) -> None:
+    """A file that should be ours entirely, found with bytes we did not write."""
+    if t.owned and current is not None and (doc is None or doc.cri.entry(t.path) is None):
+        raise errors.HostError(
+            f"{t.path} exists and was not written by this install; refusing to "
+            "overwrite it (is another kata-deploy using the same suffix?)"
+        )
+
+
+def preview(ctx: Context) -> None:
+    """Read-only: every target renders, and none would overwrite a file that is not ours.
+
+    Raises the HostError apply would raise, naming the file, before anything is written.
+    """
+    doc = state.load(ctx.host, ctx.cfg)
+    for t in targets(ctx):
+        _refuse_odd_link(ctx, t.path)
+        current = ctx.host.read_bytes(t.path)
+        if t.render(current) != current:
+            _refuse_foreign(t, current, doc)
+
+
 def _created_dirs(ctx: Context, host_path: str) -> list[str]:
     """Directories on the way to host_path that no one had before kata-deploy came."""
     claimed = state.other_created_dirs(ctx.host, ctx.cfg)
@@ -114,13 +140,9 @@ class Cri:
             if desired == current:
                 continue
             _owe(ctx, doc, unit)
+            _refuse_foreign(t, current, doc)
             entry = doc.cri.entry(t.path)
             if entry is None:
-                if t.owned and current is not None:
-                    raise errors.HostError(
-                        f"{t.path} exists and was not written by this install; refusing to "
-                        "overwrite it (is another kata-deploy using the same suffix?)"
-                    )
                 entry = state.CriEntry(
                     path=t.path,
                     owned=t.owned,

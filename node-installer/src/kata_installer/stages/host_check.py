@@ -1,7 +1,8 @@
 """Stage `host-check` (read-only): can this node take the install as configured?
 
-Finds the runtime and its configuration file (and proves the file parses), matches the
-node's architecture against the enabled shims, looks for /dev/kvm, requires drop-in
+Finds the runtime and its configuration file (and proves the file parses and that the
+cri stage can edit it: cri.preview renders every runtime file without writing), matches
+the node's architecture against the enabled shims, looks for /dev/kvm, requires drop-in
 support when a suffix is set, checks the payload has what the shims need and that
 /opt has room for it. Every problem is named; nothing on the host changes.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from kata_installer import errors, layout, runtimes
-from kata_installer.stages import Context, artifacts
+from kata_installer.stages import Context, artifacts, cri
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,11 @@ class HostCheck:
         old = rt.kind is runtimes.Kind.CONTAINERD and rt.version is not None and rt.version < (1, 7)
         if old and any(h.snapshotter for h in handlers):
             problems.append("a per-handler containerd snapshotter needs containerd 1.7 or newer")
+        if handlers:
+            try:
+                cri.preview(ctx)
+            except errors.HostError as exc:
+                problems.append(str(exc))
         try:
             entries = artifacts.plan(ctx)
         except errors.HostError as exc:
