@@ -1,9 +1,10 @@
 """What an API server checks cheaply, applied without a server to what the chart renders.
 
 Why: a fuzzed values file that renders must render objects a real API server accepts.
-The real answer is a server-side dry run (the e2e suite's); this module catches most of
-what would fail there in milliseconds, so the fuzzing in test_fuzz_values.py can run
-hundreds of cases with `make test-contracts`. It must not talk to any server.
+The real answer is a server-side dry run (tests/e2e/test_fuzz_values_dry_run.py); this
+module catches most of what would fail there in milliseconds, so the fuzzing in
+test_fuzz_values.py can run hundreds of cases with `make test-contracts`. It must not
+talk to any server.
 
 `problems(documents(manifest))` returns one line per problem, naming the template, the
 object and the field. It checks every object of the chart's own templates (not the NFD subchart's):

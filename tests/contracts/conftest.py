@@ -2,7 +2,7 @@
 
 test_fuzz_values.py records every helm outcome through the `record` fixture; at the end
 of the session the rendered cases are kept under tests/contracts/results/fuzz-values/
-(valuecases.keep: values files, manifests, summary.json) for a server-side dry run, and
+(valuecases.keep: values files, manifests, summary.json) for reading, and
 the terminal summary prints how many cases ran and how each ended.
 """
 

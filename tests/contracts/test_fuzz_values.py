@@ -18,7 +18,8 @@ installer's config parser and parse with the dispatcher's CLI. Cases:
   (nothing is rendered per node);
 - a YAML alias and a merge key reach what they point at.
 The session prints the counts by verdict and keeps every rendered case under
-tests/contracts/results/fuzz-values/ for a server-side dry run (conftest.py).
+tests/contracts/results/fuzz-values/ (conftest.py); tests/e2e/test_fuzz_values_dry_run.py
+renders the same cases and sends them to a real server as a dry run.
 """
 
 from __future__ import annotations

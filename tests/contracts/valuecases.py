@@ -25,7 +25,7 @@ e2e suite can dry-run them on a real server).
   validate.yaml or by Helm's reading of the subchart condition, each naming the key; or
   broken (anything else: a chart bug).
 - `keep(outcomes, dest)`: writes every rendered case (values file and manifest) and a
-  summary.json under `dest`, for a later server-side dry run.
+  summary.json under `dest`, for reading after a run.
 
 It must not start a cluster or reach the network: helm renders locally.
 """
@@ -199,12 +199,16 @@ def nest(path: str, value: Any) -> Values:
 # --- running helm ------------------------------------------------------------------
 
 
-def render(c: Case, *, workdir: pathlib.Path) -> Outcome:
-    """`helm template` the chart with the case's values file; classify what came back."""
+def render(
+    c: Case, *, workdir: pathlib.Path, release: str = RELEASE, namespace: str = NAMESPACE
+) -> Outcome:
+    """`helm template` the chart with the case's values file; classify what came back.
+    The e2e dry run renders into its own `release` and `namespace`."""
     values = workdir / "values.yaml"
     values.write_text(c.text, encoding="utf-8")
+    args = ("--namespace", namespace, *HELM_ARGS[2:])
     proc = subprocess.run(
-        ["helm", "template", RELEASE, str(CHART), *HELM_ARGS, "-f", str(values)],
+        ["helm", "template", release, str(CHART), *args, "-f", str(values)],
         capture_output=True,
         text=True,
         check=False,
