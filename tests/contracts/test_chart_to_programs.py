@@ -11,8 +11,9 @@ try-kata-*.values.yaml:
   the seed's custom runtime and TEE options set;
 - every kata-installer container's args parse with the installer's CLI and name a command;
 - every installer hostPath volume is mounted at /host + its path;
-- every kata-dispatcher container's args and env parse with the dispatcher's CLI, given
-  the job template ConfigMap it mounts; the template passes the dispatcher's checks;
+- every kata-dispatcher container's args and env parse with the dispatcher's CLI: the
+  command first (install and cleanup, whose stage is the command, given the job template
+  ConfigMap it mounts, the template passing the dispatcher's checks; delete-daemonset);
 - the result annotation NOTES.txt tells operators to read is the one the installer
   writes (report.annotation_key), for short and for over-long release names.
 """
@@ -208,10 +209,13 @@ def test_dispatcher_containers_parse_with_the_dispatcher_cli(
                     for key, text in _configmap(docs, mounts_cm[m["name"]])["data"].items():
                         (local / key).write_text(text)
                     args = [a.replace(m["mountPath"], str(local), 1) for a in args]
-                if "--template" not in args:
-                    continue  # a mode without a per-node template
+                if args[0] == "delete-daemonset":
+                    teardown = dispatcher_cli.parse_teardown(args, _env_of(c))
+                    assert teardown.namespace == "kata-deploy", where
+                    continue
                 settings, template = dispatcher_cli.parse(args, _env_of(c))
                 assert settings.namespace == "kata-deploy", where
+                assert settings.stage.value == args[0], where
                 assert template["kind"] == "Job", where
     if any(d["kind"] == "Job" for docs in rendered for d in docs):
         assert seen, "job mode renders no kata-dispatcher container"
