@@ -8,7 +8,8 @@ a simulated clock):
 - 503, 500 and 429 are retried (the dispatcher's policy) and the call then succeeds,
   each retry counted in `retries`; a Retry-After is slept exactly, one beyond the
   budget gives up at once; a connection error that lasts past the budget becomes
-  Transient (exit 3) after sleeping no more than the budget;
+  Transient (exit 3) after sleeping no more than the budget; Retry-After in seconds or
+  as an HTTP date; the client's own urllib3 retries are off;
 - a guarded Node patch refused by its uid test (422) is a Conflict saying the node was
   re-created; the patch body starts with that test.
 """
@@ -151,3 +152,16 @@ def test_a_refusal_carries_what_the_api_said(api: kube.ApiKube) -> None:
 
     with pytest.raises(errors.KubeRefused, match="may change only node a"):
         api._call("patch node b", denied)
+
+
+def test_retry_after_in_seconds_or_as_a_date() -> None:
+    assert kube._retry_after({"Retry-After": "3"}) == 3.0
+    assert kube._retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
+    future = kube._retry_after({"Retry-After": "Fri, 01 Jan 2100 00:00:00 GMT"})
+    assert future is not None and future > 1e9
+    assert kube._retry_after({"Retry-After": "soon"}) is None
+    assert kube._retry_after(None) is None
+
+
+def test_no_hidden_retries_underneath_the_policy(api: kube.ApiKube) -> None:
+    assert api._core.api_client.configuration.retries is False

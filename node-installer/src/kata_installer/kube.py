@@ -147,18 +147,23 @@ class ApiKube:
         self._timeout = (min(_CONNECT_TIMEOUT, request_timeout), request_timeout)
         self._clock = clock or retry.SystemClock()
         self._counter = retry.Counter()
+        cfg = client.Configuration()
         try:
             if kubeconfig:
-                api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=kubeconfig, client_configuration=cfg, persist_config=False
+                )
             else:
-                cfg = client.Configuration()
                 config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-                api_client = client.ApiClient(cfg)
         except (config.ConfigException, OSError) as exc:
             raise errors.KubeRefused(
                 "no Kubernetes credentials: pass --kubeconfig (or KUBECONFIG) or run in a pod "
                 f"with a ServiceAccount token ({exc})"
             ) from exc
+        # One retry policy (retry.py) for everything: no hidden retries underneath it.
+        cfg.retries = False
+        cfg.client_go_retries = False
+        api_client = client.ApiClient(cfg)
         self._core = client.CoreV1Api(api_client)
         self._apps = client.AppsV1Api(api_client)
 
