@@ -11,7 +11,7 @@ with 10000 nodes): the event logs keep each event as its JSON text (decoded afre
 every watcher, as a real server serialises), a watch finds its start by bisection, and
 the unfinished-Job count looks only at the Jobs not yet finished.
 
-DaemonSets (for --delete-daemonset) have their own event log and owned pods. A
+DaemonSets (for delete-daemonset) have their own event log and owned pods. A
 foreground DELETE behaves like the API server plus the garbage collector: the DaemonSet
 gets a deletionTimestamp and the foregroundDeletion finalizer, each pod is marked
 terminating and goes after its scripted revert time (or never, if stuck), and the

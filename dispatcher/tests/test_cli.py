@@ -1,15 +1,18 @@
 """The command line (cli.py).
 
-Cases: --help for a stranger (flags, env twins, exit codes); required flags; every flag
-from its KATA_DISPATCHER_* twin, the command line winning; booleans from the
-environment; namespace from flag, then POD_NAMESPACE, then the ServiceAccount file;
---nodes and --selector exclusive, empty values ignored; release from the template
-label; bad template / bad numbers are exit 2; a full run against the fake cluster
-prints one JSON line on stdout and logs a startup line with version and settings;
-JSON logs; dry-run YAML; a missing owner gives exit 2 and a JSON error line; API
-unreachable gives exit 3. --delete-daemonset: its settings from flags and environment
-twins, the Job flags refused with it, a bad name, and whole runs printing one JSON line
-(gone: 0, absent: 0, timeout: 4, API unreachable: 3, no RBAC right: 2).
+Cases: --help for a stranger (the three commands; each command's flags, env twins, exit
+codes), each command offering only its own flags; the single-parser form (no command,
+--stage, --delete-daemonset, their env twins) refused with the command line to use;
+required flags; every flag from its KATA_DISPATCHER_* twin, the command line winning;
+booleans from the environment; a twin of another command's flag refused; namespace
+from flag, then POD_NAMESPACE, then the ServiceAccount file; --nodes and --selector
+exclusive, empty values ignored; release from the template label; the stage from the
+command; bad template / bad numbers are exit 2; a full run against the fake cluster
+prints one JSON line on stdout and logs a startup line with version and settings; JSON
+logs; dry-run YAML; a missing owner gives exit 2 and a JSON error line; API unreachable
+gives exit 3. delete-daemonset: its settings from flags and environment twins, the Job
+flags refused with it, a bad name, and whole runs printing one JSON line (gone: 0,
+absent: 0, timeout: 4, API unreachable: 3, no RBAC right: 2).
 """
 
 from __future__ import annotations
@@ -36,8 +39,16 @@ class Output(NamedTuple):
 RunJobMode = Callable[..., tuple[int, Output]]
 
 
-def base(template_file: pathlib.Path) -> list[str]:
-    return ["--template", str(template_file), "--owner-job", "dispatcher", "--namespace", "kata"]
+def base(template_file: pathlib.Path, command: str = "install") -> list[str]:
+    return [
+        command,
+        "--template",
+        str(template_file),
+        "--owner-job",
+        "dispatcher",
+        "--namespace",
+        "kata",
+    ]
 
 
 @pytest.fixture
@@ -55,12 +66,23 @@ def run_job_mode(
     return run
 
 
-def test_help_explains_flags_env_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     with pytest.raises(SystemExit) as info:
-        cli.parse(["--help"], {})
+        cli.parse(argv, {})
     assert info.value.code == 0
-    out = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+def test_help_names_the_three_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    out = _help(["--help"], capsys)
+    for needle in ["install", "cleanup", "delete-daemonset", "COMMAND --help", "foreground"]:
+        assert needle in out, needle
+
+
+def test_help_explains_flags_env_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    out = _help(["install", "--help"], capsys)
     for needle in [
+        "usage: kata-dispatcher install",
         "--template FILE",
         "--owner-job NAME",
         "--parallelism N",
@@ -68,16 +90,98 @@ def test_help_explains_flags_env_and_exit_codes(capsys: pytest.CaptureFixture[st
         "--nodes A,B,C",
         "--dry-run",
         "--inspect-pods",
-        "--remove-install-jobs NAME",
+        "--skip-done",
+        "--lease-mode",
         "--wait-for-nodes SECONDS",
         "--timeout SECONDS",
-        "--delete-daemonset NAME",
-        "foreground",
         "KATA_DISPATCHER_OWNER_JOB",
-        "Exit codes: 0",
+        "true/false/1/0/yes/no",
+        "Exit codes (docs/contracts.md): 0",
         "143",
     ]:
         assert needle in out, needle
+    out = _help(["delete-daemonset", "--help"], capsys)
+    for needle in ["usage: kata-dispatcher delete-daemonset", "NAME", "foreground", "Exit codes"]:
+        assert needle in out, needle
+
+
+@pytest.mark.parametrize(
+    ("command", "has", "has_not"),
+    [
+        ("install", {"--skip-done", "--lease-mode", "--config-hash"}, {"--delete-cronjob"}),
+        (
+            "cleanup",
+            {"--delete-cronjob", "--remove-install-jobs", "--lease"},
+            {"--skip-done", "--lease-mode", "--result-annotation", "--done-label"},
+        ),
+        (
+            "delete-daemonset",
+            {"--timeout", "--dry-run", "--namespace", "--retry-budget"},
+            {"--template", "--owner-job", "--parallelism", "--lease", "--inspect-pods"},
+        ),
+    ],
+)
+def test_each_command_offers_only_its_flags(command: str, has: set[str], has_not: set[str]) -> None:
+    flags = set(cli._flags(cli.command_parsers(cli.build_parser())[command]))
+    assert has <= flags and not has_not & flags
+
+
+@pytest.mark.parametrize(
+    ("argv", "suggestion"),
+    [
+        (
+            ["--template", "t.yaml", "--owner-job", "d"],
+            "kata-dispatcher install --template t.yaml --owner-job d",
+        ),
+        (
+            ["--template", "t.yaml", "--stage", "cleanup", "--lease", "l"],
+            "kata-dispatcher cleanup --template t.yaml --lease l",
+        ),
+        (["--stage=cleanup", "--nodes", "a b"], "kata-dispatcher cleanup --nodes 'a b'"),
+        (
+            ["--delete-daemonset", "kata-deploy", "--timeout", "270"],
+            "kata-dispatcher delete-daemonset kata-deploy --timeout 270",
+        ),
+        (["install", "--stage", "cleanup"], "kata-dispatcher cleanup"),
+    ],
+)
+def test_the_old_form_is_refused_with_the_command_line_to_use(
+    argv: list[str], suggestion: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.parse(argv, {})
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "the command comes first" in err
+    assert err.rstrip().endswith(f"this run would be: {suggestion}"), err
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.parse([], {})
+    assert info.value.code == 2
+    assert "a command is required: install, cleanup or delete-daemonset" in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "instead"),
+    [
+        ("KATA_DISPATCHER_STAGE", "kata-dispatcher install|cleanup"),
+        ("KATA_DISPATCHER_DELETE_DAEMONSET", "kata-dispatcher delete-daemonset NAME"),
+    ],
+)
+def test_the_old_environment_variables_are_refused(
+    template_file: pathlib.Path,
+    variable: str,
+    instead: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.parse(base(template_file), {variable: "cleanup"})
+    assert info.value.code == 2
+    assert f"{variable} is no longer read: use {instead}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("missing", ["--template", "--owner-job"])
@@ -101,7 +205,6 @@ def test_every_flag_has_an_environment_twin(
         "KATA_DISPATCHER_OWNER_JOB": "dispatcher",
         "KATA_DISPATCHER_NAMESPACE": "ns-env",
         "KATA_DISPATCHER_RELEASE": "rel",
-        "KATA_DISPATCHER_STAGE": "cleanup",
         "KATA_DISPATCHER_PARALLELISM": "7",
         "KATA_DISPATCHER_NODES": "a, b",
         "KATA_DISPATCHER_KUBECONFIG": str(tmp_path / "kc"),
@@ -117,23 +220,22 @@ def test_every_flag_has_an_environment_twin(
         "KATA_DISPATCHER_REQUEST_TIMEOUT": "12",
         "KATA_DISPATCHER_ANCHOR_CONFIGMAP": "templates",
         "KATA_DISPATCHER_MAX_FAILED_NODES": "2%",
-        "KATA_DISPATCHER_DONE_LABEL": "example.com/kata",
         "KATA_DISPATCHER_LEASE": "kata-deploy-dispatcher",
-        "KATA_DISPATCHER_LEASE_MODE": "yield",
         "KATA_DISPATCHER_DELETE_CRONJOB": "kata-deploy-reconcile",
     }
-    parser = cli.build_parser()
-    flags = {a.option_strings[0] for a in parser._actions if a.option_strings} - {"-h", "--version"}
-    # --selector is exclusive with --nodes, --delete-daemonset with the Job flags, and
-    # --skip-done goes with install runs: their twins are checked below.
+    commands = cli.command_parsers(cli.build_parser())
+    flags = {f for p in commands.values() for f in cli._flags(p)}
+    # --selector is exclusive with --nodes, and the install-only flags are checked
+    # below: this run is a cleanup.
     assert {cli._env_name(f) for f in flags} == set(env) | {
         "KATA_DISPATCHER_SELECTOR",
-        "KATA_DISPATCHER_DELETE_DAEMONSET",
         "KATA_DISPATCHER_SKIP_DONE",
         "KATA_DISPATCHER_RESULT_ANNOTATION",
         "KATA_DISPATCHER_CONFIG_HASH",
+        "KATA_DISPATCHER_DONE_LABEL",
+        "KATA_DISPATCHER_LEASE_MODE",
     }
-    config, _ = cli.parse([], env)
+    config, _ = cli.parse(["cleanup"], env)
     assert config == settings.Settings(
         template=template_file,
         owner_job="dispatcher",
@@ -155,11 +257,54 @@ def test_every_flag_has_an_environment_twin(
         request_timeout=12,
         anchor_configmap="templates",
         max_failed_nodes=settings.Budget(2, percent=True),
-        done_label="example.com/kata",
         lease="kata-deploy-dispatcher",
-        lease_mode=settings.LeaseMode.YIELD,
         delete_cronjob="kata-deploy-reconcile",
     )
+
+
+def test_install_only_flags_from_environment(template_file: pathlib.Path) -> None:
+    env = {
+        "KATA_DISPATCHER_DONE_LABEL": "example.com/kata",
+        "KATA_DISPATCHER_LEASE": "kata-deploy-dispatcher",
+        "KATA_DISPATCHER_LEASE_MODE": "yield",
+    }
+    config, _ = cli.parse(base(template_file), env)
+    assert config.stage is settings.Stage.INSTALL
+    assert config.done_label == "example.com/kata"
+    assert config.lease_mode is settings.LeaseMode.YIELD
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "owner"),
+    [
+        ("cleanup", ("KATA_DISPATCHER_SKIP_DONE", "true"), "install"),
+        ("cleanup", ("KATA_DISPATCHER_LEASE_MODE", "yield"), "install"),
+        ("install", ("KATA_DISPATCHER_DELETE_CRONJOB", "r"), "cleanup"),
+        ("install", ("KATA_DISPATCHER_REMOVE_INSTALL_JOBS", "d"), "cleanup"),
+    ],
+)
+def test_a_twin_of_another_commands_flag_is_refused(
+    template_file: pathlib.Path,
+    command: str,
+    env: tuple[str, str],
+    owner: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    variable, value = env
+    with pytest.raises(SystemExit) as info:
+        cli.parse(base(template_file, command), {variable: value})
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{variable} is set, but `kata-dispatcher {command}` has no" in err
+    assert f"(it belongs to `kata-dispatcher {owner}`)" in err
+
+
+def test_an_empty_or_false_twin_of_another_commands_flag_is_not_set(
+    template_file: pathlib.Path,
+) -> None:
+    env = {"KATA_DISPATCHER_SKIP_DONE": "false", "KATA_DISPATCHER_LEASE_MODE": ""}
+    config, _ = cli.parse(base(template_file, "cleanup"), env)
+    assert config.stage is settings.Stage.CLEANUP and not config.skip_done
 
 
 def test_skip_done_from_environment(template_file: pathlib.Path) -> None:
@@ -180,24 +325,17 @@ def test_skip_done_from_environment(template_file: pathlib.Path) -> None:
     [
         (["--skip-done"], "--skip-done needs --result-annotation and --config-hash"),
         (["--skip-done", "--config-hash", "ab"], "--skip-done needs --result-annotation"),
-        (
-            [
-                "--skip-done",
-                "--config-hash",
-                "ab",
-                "--result-annotation",
-                "a/b",
-                "--stage",
-                "cleanup",
-            ],
-            "cleanup never skips",
-        ),
         (["--max-failed-nodes", "ten"], "is not a count (3) or a percentage (1%)"),
         (["--max-failed-nodes", "101%"], "more than 100%"),
         (["--anchor-configmap", "Not_A_Name"], "is not a valid ConfigMap name"),
         (["--lease-mode", "yield"], "--lease-mode needs --lease"),
         (["--lease", "UPPER"], "--lease 'UPPER' is not a valid object name"),
-        (["--delete-cronjob", "r"], "--delete-cronjob only makes sense with --stage cleanup"),
+        (
+            ["--delete-cronjob", "r"],
+            "--delete-cronjob is not a flag of `kata-dispatcher install` (only of "
+            "`kata-dispatcher cleanup`)",
+        ),
+        (["--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
 def test_bad_skip_done_and_budget_flags_are_usage_errors(
@@ -227,10 +365,10 @@ def test_command_line_wins_over_environment(template_file: pathlib.Path) -> None
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"KATA_DISPATCHER_PARALLELISM": "0"}, "at least 1"),
-        ({"KATA_DISPATCHER_PARALLELISM": "many"}, "whole number"),
-        ({"KATA_DISPATCHER_DRY_RUN": "maybe"}, "true or false"),
-        ({"KATA_DISPATCHER_STAGE": "upgrade"}, "choose from"),
+        ({"KATA_DISPATCHER_PARALLELISM": "0"}, "KATA_DISPATCHER_PARALLELISM='0': "),
+        ({"KATA_DISPATCHER_PARALLELISM": "many"}, "='many': 'many' is not a whole number"),
+        ({"KATA_DISPATCHER_DRY_RUN": "maybe"}, "DRY_RUN='maybe': expected true or false"),
+        ({"KATA_DISPATCHER_LEASE_MODE": "never"}, "LEASE_MODE='never': choose from wait"),
         ({"KATA_DISPATCHER_TIMEOUT": "-1"}, "zero or more"),
     ],
 )
@@ -249,7 +387,7 @@ def test_bad_environment_values_are_usage_errors(
 def test_namespace_precedence(template_file: pathlib.Path, tmp_path: pathlib.Path) -> None:
     sa = tmp_path / "namespace"
     sa.write_text("from-file\n", encoding="utf-8")
-    argv = ["--template", str(template_file), "--owner-job", "d"]
+    argv = ["install", "--template", str(template_file), "--owner-job", "d"]
     assert (
         cli.parse([*argv, "--namespace", "flag"], {"POD_NAMESPACE": "pod"}, sa_namespace_file=sa)[
             0
@@ -277,9 +415,11 @@ def test_release_defaults_to_the_template_instance_label(template_file: pathlib.
     assert template["metadata"]["name"] == "kata-deploy-install"
 
 
-def test_remove_install_jobs_needs_the_cleanup_stage(template_file: pathlib.Path) -> None:
+def test_remove_install_jobs_is_a_cleanup_flag(template_file: pathlib.Path) -> None:
     with pytest.raises(SystemExit):
         cli.parse([*base(template_file), "--remove-install-jobs", "x"], {})
+    config, _ = cli.parse([*base(template_file, "cleanup"), "--remove-install-jobs", "x"], {})
+    assert config.stage is settings.Stage.CLEANUP and config.remove_install_jobs == "x"
 
 
 def test_kubeconfig_falls_back_to_kubeconfig_env(template_file: pathlib.Path) -> None:
@@ -290,7 +430,7 @@ def test_kubeconfig_falls_back_to_kubeconfig_env(template_file: pathlib.Path) ->
 def test_bad_template_is_exit_2(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "t.yaml"
     bad.write_text("kind: Pod\n", encoding="utf-8")
-    code = cli.run(["--template", str(bad), "--owner-job", "d", "--namespace", "n"], {})
+    code = cli.run(["install", "--template", str(bad), "--owner-job", "d", "--namespace", "n"], {})
     assert code == 2
     assert "t.yaml" in capsys.readouterr().err
 
@@ -373,7 +513,7 @@ def test_module_entry_point_runs(template_file: pathlib.Path) -> None:
 
 def test_teardown_settings_from_flags_and_environment(tmp_path: pathlib.Path) -> None:
     config = cli.parse_teardown(
-        ["--delete-daemonset", "kata-deploy", "--timeout", "300"],
+        ["delete-daemonset", "kata-deploy", "--timeout", "300"],
         {
             "POD_NAMESPACE": "kube-system",
             "KATA_DISPATCHER_TIMEOUT": "9",
@@ -390,50 +530,49 @@ def test_teardown_settings_from_flags_and_environment(tmp_path: pathlib.Path) ->
         kubeconfig=tmp_path / "kc",
         progress_interval=5,
     )
-    env = {"KATA_DISPATCHER_DELETE_DAEMONSET": "ds.v2", "KATA_DISPATCHER_NAMESPACE": "ns"}
-    assert cli.parse_teardown([], env).daemonset == "ds.v2"
+    env = {"KATA_DISPATCHER_NAMESPACE": "ns"}
+    assert cli.parse_teardown(["delete-daemonset", "ds.v2"], env).namespace == "ns"
 
 
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
-        (["--template", "t.yaml"], {}, "--template"),
-        (["--parallelism", "3", "--nodes", "a"], {}, "--parallelism, --nodes"),
-        ([], {"KATA_DISPATCHER_OWNER_JOB": "d"}, "--owner-job"),
-        ([], {"KATA_DISPATCHER_INSPECT_PODS": "true"}, "--inspect-pods"),
+        (["--template", "t.yaml"], {}, "--template is not a flag of"),
+        (["--parallelism", "3", "--nodes", "a"], {}, "--parallelism is not a flag of"),
+        ([], {"KATA_DISPATCHER_OWNER_JOB": "d"}, "KATA_DISPATCHER_OWNER_JOB is set, but"),
+        ([], {"KATA_DISPATCHER_INSPECT_PODS": "true"}, "KATA_DISPATCHER_INSPECT_PODS is set"),
     ],
 )
 def test_job_flags_are_refused_with_delete_daemonset(
     argv: list[str], env: dict[str, str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as info:
-        cli.parse_teardown(["--delete-daemonset", "k", "--namespace", "n", *argv], env)
+        cli.parse_teardown(["delete-daemonset", "k", "--namespace", "n", *argv], env)
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert message in err and "not to --delete-daemonset" in err
+    assert message in err and "`kata-dispatcher delete-daemonset`" in err
 
 
-def test_empty_selection_flags_do_not_count_as_job_flags() -> None:
-    config = cli.parse_teardown(
-        ["--delete-daemonset", "k", "--namespace", "n", "--nodes", "", "--selector", ""], {}
-    )
+def test_empty_selection_variables_do_not_count_as_job_flags() -> None:
+    env = {"KATA_DISPATCHER_NODES": "", "KATA_DISPATCHER_SELECTOR": " "}
+    config = cli.parse_teardown(["delete-daemonset", "k", "--namespace", "n"], env)
     assert config.daemonset == "k"
 
 
 @pytest.mark.parametrize("name", ["", "Kata", "kata_deploy", "-k", "k" * 254])
 def test_a_bad_daemonset_name_is_exit_2(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        cli.parse_teardown(["--delete-daemonset", name, "--namespace", "n"], {})
+        cli.parse_teardown(["delete-daemonset", name, "--namespace", "n"], {})
     assert info.value.code == 2
-    assert "--delete-daemonset" in capsys.readouterr().err
+    assert "delete-daemonset" in capsys.readouterr().err
 
 
 def test_teardown_needs_a_namespace(tmp_path: pathlib.Path) -> None:
     with pytest.raises(SystemExit):
-        cli.parse_teardown(["--delete-daemonset", "k"], {}, sa_namespace_file=tmp_path / "absent")
+        cli.parse_teardown(["delete-daemonset", "k"], {}, sa_namespace_file=tmp_path / "absent")
 
 
-TEARDOWN = ["--delete-daemonset", "kata-deploy", "--namespace", "kata"]
+TEARDOWN = ["delete-daemonset", "kata-deploy", "--namespace", "kata"]
 
 
 def test_teardown_run_prints_one_json_line(

@@ -1,4 +1,5 @@
-"""An in-memory fake of the kube.Kube interface: nodes with labels, DaemonSets."""
+"""An in-memory fake of the kube.Kube interface (nodes with labels, DaemonSets), and a
+simulated clock for the retry policy."""
 
 from __future__ import annotations
 
@@ -8,7 +9,24 @@ from typing import Any
 from kata_installer import errors, kube
 
 
+class FakeClock:
+    """Simulated monotonic time: sleep() advances it instantly."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 class FakeKube:
+    retries = 0  # the real one counts its retried API calls
+
     def __init__(self, nodes: list[str] | None = None) -> None:
         self.labels: dict[str, dict[str, str]] = {n: {} for n in (nodes or ["node-1"])}
         self.daemonsets: dict[tuple[str, str], kube.DaemonSetState] = {}

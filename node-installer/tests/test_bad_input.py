@@ -299,7 +299,7 @@ def test_label_needs_node_name(tmp_path: pathlib.Path, make_ctx: MakeCtx) -> Non
         stages.run_apply(ctx, stages.by_name("label")[1])
 
 
-def test_label_without_api_fails_with_exit_3(
+def test_label_without_credentials_is_exit_2_and_unreachable_api_exit_3(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, payload: pathlib.Path
 ) -> None:
     for var in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KATA_INSTALLER_KUBECONFIG"):
@@ -307,12 +307,21 @@ def test_label_without_api_fails_with_exit_3(
     root = seed_host("containerd2-noimports", tmp_path / "host")
     cfg = str(FIXTURES / "containerd2-noimports" / "installer.yaml")
     argv = ["--config", cfg, "--host-root", str(root), "--payload", str(payload), "--arch", "amd64"]
-    assert cli.run([*argv, "--node-name", NODE, "label"]) == errors.EXIT_API
-    assert cli.run([*argv, "label"]) == errors.EXIT_USAGE
-    assert cli.run([*argv, "--config", str(tmp_path / "nope.yaml"), "cri"]) == errors.EXIT_USAGE
+    assert cli.run([*argv, "--node-name", NODE, "label"]) == errors.ExitCode.USAGE
+    nowhere = tmp_path / "kubeconfig"
+    nowhere.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
+        "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: x, context: {cluster: c, user: u}}]\n"
+    )
+    unreachable = [*argv, "--kubeconfig", str(nowhere), "--retry-budget", "0.3"]
+    assert cli.run([*unreachable, "--node-name", NODE, "label"]) == errors.ExitCode.API_UNREACHABLE
+    assert cli.run([*argv, "label"]) == errors.ExitCode.USAGE
+    assert cli.run([*argv, "--config", str(tmp_path / "nope.yaml"), "cri"]) == errors.ExitCode.USAGE
     monkeypatch.setenv("KATA_INSTALLER_RESTART", "none")
-    assert cli.run([*argv, "artifacts"]) == errors.EXIT_OK
-    assert cli.run([*argv, "cri"]) == errors.EXIT_OK
-    assert cli.run([*argv, "remove-artifacts"]) == errors.EXIT_FAILED  # revert-cri first
-    assert cli.run([*argv, "revert-cri"]) == errors.EXIT_OK
-    assert cli.run([*argv, "remove-artifacts"]) == errors.EXIT_OK
+    assert cli.run([*argv, "artifacts"]) == errors.ExitCode.OK
+    assert cli.run([*argv, "cri"]) == errors.ExitCode.OK
+    assert cli.run([*argv, "remove-artifacts"]) == errors.ExitCode.NODES_FAILED  # revert-cri first
+    assert cli.run([*argv, "revert-cri"]) == errors.ExitCode.OK
+    assert cli.run([*argv, "remove-artifacts"]) == errors.ExitCode.OK

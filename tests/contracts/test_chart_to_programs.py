@@ -9,10 +9,12 @@ try-kata-*.values.yaml:
 - every installer.yaml key is the values.yaml key it comes from, at the same path (by
   values.schema.json), except installer.yaml's own `version` and `nodeLabel`; also with
   the seed's custom runtime and TEE options set;
-- every kata-installer container's args parse with the installer's CLI and name a command;
+- every kata-installer container's args and literal env values parse with the
+  installer's CLI and name a command;
 - every installer hostPath volume is mounted at /host + its path;
-- every kata-dispatcher container's args and env parse with the dispatcher's CLI, given
-  the job template ConfigMap it mounts; the template passes the dispatcher's checks;
+- every kata-dispatcher container's args and env parse with the dispatcher's CLI: the
+  command first (install and cleanup, whose stage is the command, given the job template
+  ConfigMap it mounts, the template passing the dispatcher's checks; delete-daemonset);
 - the result annotation NOTES.txt tells operators to read is the one the installer
   writes (report.annotation_key), for short and for over-long release names.
 """
@@ -143,7 +145,6 @@ def test_installer_config_keys_are_values_keys(rendered: list[list[Obj]]) -> Non
 
 
 def test_installer_containers_parse_with_the_installer_cli(rendered: list[list[Obj]]) -> None:
-    parser = installer_cli.parser()
     seen = 0
     for docs in rendered:
         for where, spec in _pod_specs(docs):
@@ -151,10 +152,11 @@ def test_installer_containers_parse_with_the_installer_cli(rendered: list[list[O
                 if c.get("command") != ["kata-installer"]:
                     continue
                 seen += 1
-                args = parser.parse_args(c.get("args", []))
+                # the literal env values too, read by the installer's own twin rules
+                args = installer_cli.parse_args(c.get("args", []), _env_of(c))
                 assert args.command in installer_cli.COMMANDS, f"{where}/{c['name']}"
+                assert args.host_root == "/host", where
                 env = {e["name"]: e for e in c.get("env", [])}
-                assert env["KATA_INSTALLER_HOST_ROOT"]["value"] == "/host", where
                 assert "KATA_INSTALLER_NODE_NAME" in env, where
     assert seen, "no kata-installer container rendered"
 
@@ -208,10 +210,13 @@ def test_dispatcher_containers_parse_with_the_dispatcher_cli(
                     for key, text in _configmap(docs, mounts_cm[m["name"]])["data"].items():
                         (local / key).write_text(text)
                     args = [a.replace(m["mountPath"], str(local), 1) for a in args]
-                if "--template" not in args:
-                    continue  # a mode without a per-node template
+                if args[0] == "delete-daemonset":
+                    teardown = dispatcher_cli.parse_teardown(args, _env_of(c))
+                    assert teardown.namespace == "kata-deploy", where
+                    continue
                 settings, template = dispatcher_cli.parse(args, _env_of(c))
                 assert settings.namespace == "kata-deploy", where
+                assert settings.stage.value == args[0], where
                 assert template["kind"] == "Job", where
     if any(d["kind"] == "Job" for docs in rendered for d in docs):
         assert seen, "job mode renders no kata-dispatcher container"

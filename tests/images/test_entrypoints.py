@@ -161,6 +161,7 @@ def test_dispatcher_refuses_bad_input_with_exit_2(
     result = _run(
         dispatcher_venv,
         home,
+        "install",
         "--template",
         str(missing),
         "--owner-job",
@@ -172,7 +173,7 @@ def test_dispatcher_refuses_bad_input_with_exit_2(
     )
     assert result.returncode == 2, result.stderr
     assert str(missing) in result.stderr
-    bad = _run(dispatcher_venv, home, "--parallelism", "0")
+    bad = _run(dispatcher_venv, home, "install", "--parallelism", "0")
     assert bad.returncode == 2
     assert "--parallelism" in bad.stderr and "'0'" in bad.stderr
     assert conftest.tree_snapshot(dispatcher_venv.venv) == before

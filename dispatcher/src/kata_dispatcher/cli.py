@@ -1,10 +1,13 @@
-"""Command line: flags (each with a KATA_DISPATCHER_* twin), Settings, exit codes.
+"""Command line: three commands (install, cleanup, delete-daemonset), their flags (each
+with a KATA_DISPATCHER_* twin), Settings, exit codes.
 
 Why: the one place that reads argv, the environment and the ServiceAccount namespace
-file, builds the frozen Settings (or, with --delete-daemonset, the frozen Teardown
-settings), sets up logging and signals, runs the rollout or the teardown and prints the
-result on stdout. Everything below it receives settings and never looks at the
-environment.
+file, builds the frozen Settings (install, cleanup) or Teardown settings
+(delete-daemonset), sets up logging and signals, runs the rollout or the teardown and
+prints the result on stdout. Everything below it receives settings and never looks at
+the environment. Each command has only the flags that mean something for it; the
+single-parser form it replaced (`--stage`, `--delete-daemonset NAME`) is refused with
+the command line to use instead.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import os
 import pathlib
 import re
+import shlex
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -40,91 +44,117 @@ log = logging.getLogger(__name__)
 ENV_PREFIX = "KATA_DISPATCHER_"
 SA_NAMESPACE_FILE = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
+COMMANDS = ("install", "cleanup", "delete-daemonset")
+
 DESCRIPTION = """\
-Create one node-pinned Job per selected Kubernetes node from a Job template, at most
---parallelism unfinished at a time, and wait for all of them. This is the job-mode
-dispatcher of the kata-deploy Helm chart: the chart runs it as a hook Job and hands it
-the per-node install or cleanup Job template; you can also run it by hand against any
-cluster with --kubeconfig.
+The kata-deploy Helm chart's unprivileged helper. It only talks to the API server.
+
+  install           create one node-pinned install Job per selected node from a Job
+                    template, at most --parallelism unfinished at a time, and wait for
+                    all of them (job mode's post-install,post-upgrade hook and its
+                    reconcile CronJob)
+  cleanup           the same with the cleanup template (job mode's pre-delete hook)
+  delete-daemonset  delete the installer DaemonSet in the foreground and wait until
+                    every pod has reverted its node (DaemonSet mode's pre-delete hook)
+
+Run `kata-dispatcher COMMAND --help` for the flags of each command; they come after
+the command.
+"""
+
+_JOB_DESCRIPTION = """\
+Create one node-pinned {stage} Job per selected Kubernetes node from a Job template, at
+most --parallelism unfinished at a time, and wait for all of them. The chart runs this
+as a hook Job and hands it its per-node {stage} Job template; you can also run it by
+hand against any cluster with --kubeconfig.
 
 Nodes: --nodes names them (a name that does not exist is reported as a failed node,
 the others proceed); else --selector picks them by label; else every node. Every
 selected node should get a Job: one that is not Ready, or has a NoExecute taint the
 template's pod does not tolerate (the kubelet's check for a pinned pod), gets none and
-is reported as not done. With --skip-done, a node that already has this configuration
-(its result annotation and label) needs no Job.
+is reported as not done.
+
+{skip}
 
 Each Job is named <template metadata.name>-<node> (shortened with a hash when needed),
-pinned with spec.template.spec.nodeName, labelled with release, stage, node, owner and
-the template's hash, and owned (non-controller ownerReference) by the --owner-job Job
-and, with --anchor-configmap, by that ConfigMap too. A Job left by an earlier run of the
-same owner is adopted; one an earlier dispatcher left running, or that succeeded from
-the same template, is taken over (its ownerReferences patched); a failed one, or a
-finished one from another template, is replaced.
-
-DaemonSet teardown (--delete-daemonset NAME, the chart's DaemonSet-mode pre-delete hook):
-instead of dispatching Jobs, delete the DaemonSet NAME in --namespace with foreground
-propagation, so it keeps a deletionTimestamp until every one of its pods is gone (each
-installer pod sees that and reverts its node while its RBAC still exists), and wait on a
-watch until the DaemonSet itself is gone. A DaemonSet that does not exist is success.
-Only --namespace, --timeout, --dry-run and the connection and output flags apply.
+pinned with spec.template.spec.nodeName, labelled with release, stage ({stage}), node,
+owner and the template's hash, and owned (non-controller ownerReference) by the
+--owner-job Job and, with --anchor-configmap, by that ConfigMap too. A Job left by an
+earlier run of the same owner is adopted; one an earlier dispatcher left running, or
+that succeeded from the same template, is taken over (its ownerReferences patched); a
+failed one, or a finished one from another template, is replaced.
 """
 
-EPILOG = f"""\
-Every flag can also be set in the environment: {ENV_PREFIX} plus the flag name in upper
-case with '_' for '-' (--owner-job is {ENV_PREFIX}OWNER_JOB; switches take true/false).
-A flag given on the command line wins over its environment variable.
+_SKIP_TEXT = """\
+With --skip-done, a node that already has this configuration (its result annotation
+and label) needs no Job."""
 
+_CLEANUP_TEXT = """\
+A cleanup never skips a node. With --delete-cronjob it first deletes the reconcile
+CronJob; with --remove-install-jobs it stops an install still running and, once every
+node is clean, deletes the install Jobs."""
+
+_TEARDOWN_DESCRIPTION = """\
+Delete the DaemonSet NAME in --namespace with foreground propagation, so it keeps a
+deletionTimestamp until every one of its pods is gone (each installer pod sees that and
+reverts its node while its RBAC still exists), and wait on a watch until the DaemonSet
+itself is gone. A DaemonSet that does not exist is success. This is the chart's
+DaemonSet-mode pre-delete hook.
+"""
+
+_ENV_TEXT = f"""\
+Every flag can also be set in the environment: {ENV_PREFIX} plus the flag name in upper
+case with '_' for '-' (--owner-job is {ENV_PREFIX}OWNER_JOB). Switches take
+true/false/1/0/yes/no; an empty value counts as not set. A flag given on the command
+line wins over its environment variable; a variable of a flag this command does not
+have is refused.
+"""
+
+_JOB_EPILOG = (
+    _ENV_TEXT
+    + """
 Output: logs go to stderr; stdout gets one JSON summary line (nodes_total, succeeded,
 failed and skipped with reasons, peak_in_flight, api_requests, elapsed_seconds), or,
-with --dry-run, the Jobs as YAML. With --delete-daemonset the line has result
-(deleted, absent, timeout, terminated or dry-run), pods_remaining and the pods left.
+with --dry-run, the Jobs as YAML.
 
-Exit codes: 0 every node done, or those not done within --max-failed-nodes, or another
-run holds the --lease and --lease-mode is yield (--delete-daemonset: the DaemonSet is
-gone, or was never there); 1 more nodes failed,
-got no Job or do not exist than --max-failed-nodes allows; 2 bad flags, template,
-kubeconfig, missing owner Job or missing RBAC rights; 3 the API server stayed
-unreachable for the whole --retry-budget; 4 --timeout reached (--delete-daemonset: the
-DaemonSet still exists); 143 stopped by SIGTERM or SIGINT (summary still printed).
+Exit codes (docs/contracts.md): 0 every node done, or those not done within
+--max-failed-nodes{yield_text}; 1 more nodes failed, got no Job or do not exist than
+--max-failed-nodes allows; 2 bad flags, template, kubeconfig, missing owner Job or
+missing RBAC rights; 3 the API server stayed unreachable for the whole --retry-budget;
+4 --timeout reached; 143 stopped by SIGTERM or SIGINT (summary still printed).
 
 Example (local cluster):
-  kata-dispatcher --kubeconfig ~/.kube/config --namespace kube-system \\
-    --owner-job kata-deploy-dispatcher --template install-job.yaml \\
+  kata-dispatcher {stage} --kubeconfig ~/.kube/config --namespace kube-system \\
+    --owner-job kata-deploy-{stage}-dispatcher --template {stage}-job.yaml \\
     --release kata-deploy --selector '!node-role.kubernetes.io/control-plane' \\
     --parallelism 10
-  kata-dispatcher --kubeconfig ~/.kube/config --namespace kube-system \\
-    --delete-daemonset kata-deploy --timeout 600
 """
+)
+
+_TEARDOWN_EPILOG = (
+    _ENV_TEXT
+    + """
+Output: logs go to stderr; stdout gets one JSON line with result (deleted, absent,
+timeout, terminated or dry-run), pods_remaining and the pods left.
+
+Exit codes (docs/contracts.md): 0 the DaemonSet is gone, or was never there; 2 bad flags
+or a missing RBAC right; 3 the API server stayed unreachable for the whole
+--retry-budget; 4 --timeout reached and the DaemonSet still exists; 143 stopped by
+SIGTERM or SIGINT.
+
+Example (local cluster):
+  kata-dispatcher delete-daemonset kata-deploy --kubeconfig ~/.kube/config \\
+    --namespace kube-system --timeout 600
+"""
+)
 
 # DNS-1123 subdomain: what Kubernetes accepts as a DaemonSet name.
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
-# Flags (by argparse dest) that only mean something when dispatching Jobs.
-_DISPATCH_ONLY = (
-    "template",
-    "owner_job",
-    "release",
-    "stage",
-    "parallelism",
-    "nodes",
-    "selector",
-    "wait_for_nodes",
-    "inspect_pods",
-    "remove_install_jobs",
-    "anchor_configmap",
-    "skip_done",
-    "result_annotation",
-    "config_hash",
-    "done_label",
-    "max_failed_nodes",
-    "lease",
-    "lease_mode",
-    "delete_cronjob",
-)
+# The flags of the single-parser command line that the commands replaced.
+_OLD_FLAGS = ("--stage", "--delete-daemonset")
 
 TRUE = {"1", "true", "yes", "on"}
-FALSE = {"0", "false", "no", "off", ""}
+FALSE = {"0", "false", "no", "off"}
 
 
 def _env_name(flag: str) -> str:
@@ -165,19 +195,14 @@ def _budget(text: str) -> settings.Budget:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kata-dispatcher",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _add_job_flags(parser: argparse.ArgumentParser, stage: settings.Stage) -> None:
+    """The flags of the two Job-dispatching commands; some only for one of them."""
     req = parser.add_argument_group("what to run")
     req.add_argument(
         "--template",
         metavar="FILE",
-        help="YAML file with one batch/v1 Job manifest; its metadata.name is the prefix "
-        "of every per-node Job name (required)",
+        help=f"YAML file with one batch/v1 Job manifest (the chart's {stage}-job.yaml); its "
+        "metadata.name is the prefix of every per-node Job name (required)",
     )
     req.add_argument(
         "--owner-job",
@@ -188,19 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     req.add_argument(
         "--namespace",
         metavar="NS",
-        help="namespace of the owner Job and the per-node Jobs, or of the --delete-daemonset "
-        "DaemonSet (default: $POD_NAMESPACE, then the pod's ServiceAccount namespace)",
+        help="namespace of the owner Job and the per-node Jobs (default: $POD_NAMESPACE, "
+        "then the pod's ServiceAccount namespace)",
     )
     req.add_argument(
         "--release",
         metavar="NAME",
         help="Helm release name for the release label (default: the template's "
         "app.kubernetes.io/instance label)",
-    )
-    req.add_argument(
-        "--stage",
-        choices=[s.value for s in settings.Stage],
-        help="which run this is, for the stage label (default: install)",
     )
     sel = parser.add_argument_group("which nodes (at most one of these; neither = all nodes)")
     sel.add_argument("--nodes", metavar="A,B,C", help="comma-separated node names")
@@ -235,29 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         metavar="SECONDS",
         type=_seconds,
-        help="give up (exit 4) if not every node finished, or the --delete-daemonset "
-        "DaemonSet is not gone, within SECONDS (default: 0, none)",
+        help="give up (exit 4) if not every node finished within SECONDS (default: 0, none)",
     )
-    pace.add_argument(
-        "--retry-budget",
-        metavar="SECONDS",
-        type=_positive_seconds,
-        help="how long one API call may keep failing transiently (connection errors, 429, "
-        "5xx) before the run ends with exit 3 (default: 120)",
-    )
-    pace.add_argument(
-        "--request-timeout",
-        metavar="SECONDS",
-        type=_positive_seconds,
-        help="timeout of each API request (default: 30)",
-    )
+    _add_api_flags(pace)
     beh = parser.add_argument_group("behaviour")
     beh.add_argument(
         "--dry-run",
         action="store_true",
         default=None,
-        help="read the cluster, print the Jobs that would be created as YAML, create nothing "
-        "(--delete-daemonset: read the DaemonSet and count its pods, delete nothing)",
+        help="read the cluster, print the Jobs that would be created as YAML, create nothing",
     )
     beh.add_argument(
         "--inspect-pods",
@@ -265,12 +271,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="for each failed Job, read its pods to report the failing container, exit code "
         "and termination message (needs 'list pods' in --namespace)",
-    )
-    beh.add_argument(
-        "--remove-install-jobs",
-        metavar="NAME",
-        help="cleanup runs only: once every node succeeded, delete the install dispatcher "
-        "Job NAME and every install-stage Job of this release",
     )
     beh.add_argument(
         "--anchor-configmap",
@@ -287,47 +287,69 @@ def build_parser() -> argparse.ArgumentParser:
         "(created if missing, renewed every progress tick, released at the end); a run "
         "killed outright loses it after 60 seconds",
     )
-    one.add_argument(
-        "--lease-mode",
-        choices=[m.value for m in settings.LeaseMode],
-        help="when another run holds the Lease: wait for it (default), or yield: exit 0 "
-        "at once with result 'yielded' (the reconcile CronJob)",
+    if stage is settings.Stage.INSTALL:
+        one.add_argument(
+            "--lease-mode",
+            choices=[m.value for m in settings.LeaseMode],
+            help="when another run holds the Lease: wait for it (default), or yield: exit 0 "
+            "at once with result 'yielded' (the reconcile CronJob)",
+        )
+        done = parser.add_argument_group("skipping nodes already done (all three values together)")
+        done.add_argument(
+            "--skip-done",
+            action="store_true",
+            default=None,
+            help="create no Job for a node whose --result-annotation says outcome "
+            "'installed' with --config-hash and which carries --done-label=true",
+        )
+        done.add_argument(
+            "--result-annotation",
+            metavar="KEY",
+            help="the Node annotation the installer writes its result into",
+        )
+        done.add_argument(
+            "--config-hash", metavar="HASH", help="the hash of what this run installs"
+        )
+        done.add_argument(
+            "--done-label",
+            metavar="KEY",
+            help="the label an installed node carries (default: katacontainers.io/kata-runtime)",
+        )
+    else:
+        first = parser.add_argument_group("before the cleanup")
+        first.add_argument(
+            "--delete-cronjob",
+            metavar="NAME",
+            help="first delete the reconcile CronJob NAME (and its Jobs), so nothing "
+            "installs again behind the cleanup",
+        )
+        first.add_argument(
+            "--remove-install-jobs",
+            metavar="NAME",
+            help="first stop the install dispatcher Job NAME if it still runs and wait for "
+            "the install Jobs in flight; once every node succeeded, delete NAME and every "
+            "install Job of this release",
+        )
+    _add_output_flags(parser)
+
+
+def _add_api_flags(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--retry-budget",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        help="how long one API call may keep failing transiently (connection errors, 429, "
+        "5xx) before the run ends with exit 3 (default: 120)",
     )
-    one.add_argument(
-        "--delete-cronjob",
-        metavar="NAME",
-        help="cleanup runs only: first delete the reconcile CronJob NAME (and its Jobs), so "
-        "nothing installs again behind the cleanup",
+    group.add_argument(
+        "--request-timeout",
+        metavar="SECONDS",
+        type=_positive_seconds,
+        help="timeout of each API request (default: 30)",
     )
-    done = parser.add_argument_group(
-        "skipping nodes already done (install runs only; all three values together)"
-    )
-    done.add_argument(
-        "--skip-done",
-        action="store_true",
-        default=None,
-        help="create no Job for a node whose --result-annotation says outcome 'installed' "
-        "with --config-hash and which carries --done-label=true",
-    )
-    done.add_argument(
-        "--result-annotation",
-        metavar="KEY",
-        help="the Node annotation the installer writes its result into",
-    )
-    done.add_argument("--config-hash", metavar="HASH", help="the hash of what this run installs")
-    done.add_argument(
-        "--done-label",
-        metavar="KEY",
-        help="the label an installed node carries (default: katacontainers.io/kata-runtime)",
-    )
-    tear = parser.add_argument_group("DaemonSet teardown (instead of dispatching Jobs)")
-    tear.add_argument(
-        "--delete-daemonset",
-        metavar="NAME",
-        help="delete the DaemonSet NAME in --namespace with foreground propagation and wait "
-        "until it and all its pods are gone; a missing DaemonSet is success. The Job "
-        "flags above do not apply",
-    )
+
+
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
     conn = parser.add_argument_group("connection and output")
     conn.add_argument(
         "--kubeconfig",
@@ -351,27 +373,107 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_seconds,
         help="log a progress line every SECONDS (default: 10)",
     )
+
+
+def _add_teardown_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "daemonset",
+        metavar="NAME",
+        help="the installer DaemonSet to delete (a DNS-1123 subdomain)",
+    )
+    what = parser.add_argument_group("where and how long")
+    what.add_argument(
+        "--namespace",
+        metavar="NS",
+        help="namespace of the DaemonSet (default: $POD_NAMESPACE, then the pod's "
+        "ServiceAccount namespace)",
+    )
+    what.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        help="give up (exit 4) if the DaemonSet is not gone within SECONDS (default: 0, none)",
+    )
+    _add_api_flags(what)
+    what.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=None,
+        help="read the DaemonSet and count its pods, delete nothing",
+    )
+    _add_output_flags(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kata-dispatcher",
+        description=DESCRIPTION,
+        epilog="Exit codes and log format: docs/contracts.md; details: dispatcher/README.md",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=kata_dispatcher.__version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for stage in settings.Stage:
+        one = sub.add_parser(
+            stage.value,
+            help=f"create one {stage.value} Job per selected node and wait for them",
+            description=_JOB_DESCRIPTION.format(
+                stage=stage.value,
+                skip=_SKIP_TEXT if stage is settings.Stage.INSTALL else _CLEANUP_TEXT,
+            ),
+            epilog=_JOB_EPILOG.format(
+                stage=stage.value,
+                yield_text=", or another run holds the --lease and --lease-mode is yield"
+                if stage is settings.Stage.INSTALL
+                else "",
+            ),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _add_job_flags(one, stage)
+    tear = sub.add_parser(
+        "delete-daemonset",
+        help="delete the installer DaemonSet in the foreground and wait until it is gone",
+        description=_TEARDOWN_DESCRIPTION,
+        epilog=_TEARDOWN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_teardown_flags(tear)
     return parser
+
+
+def command_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each command's own parser, by command name."""
+    for action in parser._actions:  # argparse has no public list
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise LookupError("no commands")
+
+
+def _flags(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """The long flags of one command's parser, each with its action."""
+    return {
+        action.option_strings[-1]: action
+        for action in parser._actions
+        if action.option_strings and action.dest not in ("help", "version")
+    }
 
 
 def _from_env(
     parser: argparse.ArgumentParser, args: argparse.Namespace, environ: Mapping[str, str]
 ) -> None:
-    """Fill every flag not given on the command line from its environment twin."""
-    for action in parser._actions:  # argparse has no public list
-        if not action.option_strings or action.dest in ("help", "version"):
-            continue
+    """Fill every flag not given on the command line from its environment twin.
+    An empty value counts as not set. Errors name the variable: `VAR='value': problem`."""
+    for flag, action in _flags(parser).items():
         if getattr(args, action.dest) is not None:
             continue
-        flag = action.option_strings[0]
-        raw = environ.get(_env_name(flag))
-        if raw is None:
+        name = _env_name(flag)
+        raw = environ.get(name)
+        if raw is None or not raw.strip():
             continue
         if isinstance(action, argparse._StoreTrueAction):
             lowered = raw.strip().lower()
             if lowered not in TRUE | FALSE:
-                parser.error(f"{_env_name(flag)}={raw!r}: expected true or false")
+                parser.error(f"{name}={raw!r}: expected true or false (1/0, yes/no)")
             setattr(args, action.dest, lowered in TRUE)
             continue
         value: Any = raw
@@ -379,11 +481,103 @@ def _from_env(
             try:
                 value = action.type(raw)  # type: ignore[operator]
             except argparse.ArgumentTypeError as exc:
-                parser.error(f"{_env_name(flag)}: {exc}")
+                parser.error(f"{name}={raw!r}: {exc}")
         if action.choices is not None and value not in action.choices:
             choices = ", ".join(map(str, action.choices))
-            parser.error(f"{_env_name(flag)}={raw!r}: choose from {choices}")
+            parser.error(f"{name}={raw!r}: choose from {choices}")
         setattr(args, action.dest, value)
+
+
+def _refuse_foreign_env(
+    parser: argparse.ArgumentParser,
+    command: str,
+    environ: Mapping[str, str],
+) -> None:
+    """A twin of a flag only other commands have is a mistake, not something to ignore
+    (KATA_DISPATCHER_SKIP_DONE=true on a cleanup, a Job flag on delete-daemonset)."""
+    parsers = command_parsers(parser)
+    own = {_env_name(f) for f in _flags(parsers[command])}
+    for other, other_parser in parsers.items():
+        for flag, action in _flags(other_parser).items():
+            name = _env_name(flag)
+            raw = environ.get(name, "").strip().lower()
+            if name in own or not raw:
+                continue
+            if isinstance(action, argparse._StoreTrueAction) and raw in FALSE:
+                continue
+            parsers[command].error(
+                f"{name} is set, but `kata-dispatcher {command}` has no {flag} "
+                f"(it belongs to `kata-dispatcher {other}`)"
+            )
+
+
+def _old_form(argv: Sequence[str], command: str) -> str:
+    """The command line of the single-parser dispatcher rewritten with a command."""
+    rest = list(argv)
+    name: list[str] = []
+    out: list[str] = []
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        flag, eq, value = arg.partition("=")
+        if flag in _OLD_FLAGS:
+            if not eq:
+                value = rest[i + 1] if i + 1 < len(rest) else "..."
+                i += 1
+            if flag == "--stage":
+                command = value
+            else:
+                command, name = "delete-daemonset", [value]
+        else:
+            out.append(arg)
+        i += 1
+    return shlex.join(["kata-dispatcher", command, *name, *out])
+
+
+def _rewrite(argv: Sequence[str]) -> str:
+    if argv[0] in COMMANDS:
+        return _old_form(argv[1:], argv[0])
+    return _old_form(argv, "install")
+
+
+def _check_command_line(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
+    """Name what to do when the command is missing, or the old flags are used."""
+    if not argv:
+        parser.error("a command is required: install, cleanup or delete-daemonset (see --help)")
+    first = argv[0]
+    if first in ("-h", "--help", "--version") or first in COMMANDS:
+        if not any(a.partition("=")[0] in _OLD_FLAGS for a in argv):
+            return
+    elif not first.startswith("-"):
+        return  # argparse names the unknown command
+    parser.error(
+        "the command comes first and --stage and --delete-daemonset are gone: "
+        "install, cleanup or delete-daemonset NAME replaces them; "
+        f"this run would be: {_rewrite(argv)}"
+    )
+
+
+def _refuse_unknown(parser: argparse.ArgumentParser, command: str, unknown: list[str]) -> None:
+    """Say which command a flag belongs to, when it belongs to another one."""
+    parsers = command_parsers(parser)
+    for arg in unknown:
+        flag = arg.partition("=")[0]
+        owners = [name for name, p in parsers.items() if name != command and flag in _flags(p)]
+        if owners:
+            parsers[command].error(
+                f"{flag} is not a flag of `kata-dispatcher {command}` "
+                f"(only of `kata-dispatcher {' / '.join(owners)}`)"
+            )
+    parsers[command].error(f"unrecognized arguments: {' '.join(unknown)}")
+
+
+def _check_environment(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    for name, instead in (
+        (_env_name("--stage"), "kata-dispatcher install|cleanup (the command is the stage)"),
+        (_env_name("--delete-daemonset"), "kata-dispatcher delete-daemonset NAME"),
+    ):
+        if environ.get(name, "").strip():
+            parser.error(f"{name} is no longer read: use {instead}")
 
 
 def _namespace(flag: str | None, environ: Mapping[str, str], sa_file: pathlib.Path) -> str | None:
@@ -407,11 +601,18 @@ def _kubeconfig(flag: str | None, environ: Mapping[str, str]) -> pathlib.Path | 
 def _parse_args(
     argv: Sequence[str], environ: Mapping[str, str]
 ) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
-    """argv, then the environment twins. Usage errors exit 2 through argparse."""
+    """argv, then the environment twins. Usage errors exit 2 through argparse; the
+    returned parser is the command's own, so later errors show its usage."""
     parser = build_parser()
-    args = parser.parse_args(list(argv))
-    _from_env(parser, args, environ)
-    return parser, args
+    _check_command_line(parser, argv)
+    args, unknown = parser.parse_known_args(list(argv))
+    if unknown:
+        _refuse_unknown(parser, args.command, unknown)
+    _check_environment(parser, environ)
+    _refuse_foreign_env(parser, args.command, environ)
+    command = command_parsers(parser)[args.command]
+    _from_env(command, args, environ)
+    return command, args
 
 
 def parse(
@@ -420,9 +621,11 @@ def parse(
     *,
     sa_namespace_file: pathlib.Path = SA_NAMESPACE_FILE,
 ) -> tuple[settings.Settings, dict[str, Any]]:
-    """argv + environment -> (Settings, the loaded template) of a Job dispatching run.
+    """argv + environment -> (Settings, the loaded template) of an install or cleanup run.
     Usage errors exit 2 through argparse; template errors raise jobs.TemplateError."""
     parser, args = _parse_args(argv, environ)
+    if args.command not in {s.value for s in settings.Stage}:
+        parser.error(f"`{args.command}` does not dispatch Jobs")
     return _dispatch_settings(parser, args, environ, sa_namespace_file=sa_namespace_file)
 
 
@@ -432,13 +635,15 @@ def parse_teardown(
     *,
     sa_namespace_file: pathlib.Path = SA_NAMESPACE_FILE,
 ) -> settings.Teardown:
-    """argv + environment -> the settings of a --delete-daemonset run (exit 2 on misuse)."""
+    """argv + environment -> the settings of a delete-daemonset run (exit 2 on misuse)."""
     parser, args = _parse_args(argv, environ)
+    if args.command != "delete-daemonset":
+        parser.error(f"`{args.command}` is not delete-daemonset")
     return _teardown_settings(parser, args, environ, sa_namespace_file=sa_namespace_file)
 
 
 def _common(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings both kinds of run share, when given."""
+    """The settings every command shares, when given."""
     kwargs: dict[str, Any] = {
         "log_format": settings.LogFormat(args.log_format) if args.log_format else None,
         "log_level": args.log_level,
@@ -473,21 +678,11 @@ def _teardown_settings(
     *,
     sa_namespace_file: pathlib.Path,
 ) -> settings.Teardown:
-    name = str(args.delete_daemonset or "").strip()
+    name = str(args.daemonset).strip()
     if not name:
-        parser.error("--delete-daemonset needs a DaemonSet name")
+        parser.error("delete-daemonset needs a DaemonSet name")
     if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
-        parser.error(f"--delete-daemonset {name!r} is not a valid DaemonSet name")
-    given = [
-        f"--{dest.replace('_', '-')}"
-        for dest in _DISPATCH_ONLY
-        if getattr(args, dest) not in (None, False, "")
-    ]
-    if given:
-        parser.error(
-            f"{', '.join(given)} (or their {ENV_PREFIX}* twins) only apply to dispatching "
-            "Jobs, not to --delete-daemonset"
-        )
+        parser.error(f"delete-daemonset: {name!r} is not a valid DaemonSet name")
     return settings.Teardown(
         daemonset=name,
         namespace=_require_namespace(parser, args, environ, sa_namespace_file),
@@ -504,9 +699,11 @@ def _dispatch_settings(
     sa_namespace_file: pathlib.Path,
 ) -> tuple[settings.Settings, dict[str, Any]]:
     if not args.template:
-        parser.error("--template is required (or KATA_DISPATCHER_TEMPLATE)")
+        parser.error(f"--template is required (or {ENV_PREFIX}TEMPLATE)")
     if not args.owner_job:
-        parser.error("--owner-job is required (or KATA_DISPATCHER_OWNER_JOB)")
+        parser.error(f"--owner-job is required (or {ENV_PREFIX}OWNER_JOB)")
+    stage = settings.Stage(args.command)
+    install = stage is settings.Stage.INSTALL
     names = nodes.parse_names(args.nodes or "")
     selector = (args.selector or "").strip() or None
     if names and selector:
@@ -520,15 +717,11 @@ def _dispatch_settings(
         parser.error(
             "--release is required when the template has no app.kubernetes.io/instance label"
         )
-    stage = settings.Stage(args.stage or settings.Stage.INSTALL.value)
-    if args.remove_install_jobs and stage is not settings.Stage.CLEANUP:
-        parser.error("--remove-install-jobs only makes sense with --stage cleanup")
     for value, what in ((release, "--release"), (args.owner_job, "--owner-job")):
         if not jobs.is_label_value(value):
             parser.error(f"{what} {value!r} is not a valid Kubernetes label value")
-    if args.skip_done:
-        if stage is not settings.Stage.INSTALL:
-            parser.error("--skip-done only makes sense with --stage install (cleanup never skips)")
+    skip_done = install and bool(args.skip_done)
+    if skip_done:
         missing = [
             flag
             for flag, value in (
@@ -539,12 +732,12 @@ def _dispatch_settings(
         ]
         if missing:
             parser.error(f"--skip-done needs {' and '.join(missing)}")
-    if args.delete_cronjob and stage is not settings.Stage.CLEANUP:
-        parser.error("--delete-cronjob only makes sense with --stage cleanup")
-    for flag, value in (("--lease", args.lease), ("--delete-cronjob", args.delete_cronjob)):
+    delete_cronjob = None if install else args.delete_cronjob
+    for flag, value in (("--lease", args.lease), ("--delete-cronjob", delete_cronjob)):
         if value and (len(value) > 253 or not _DNS_SUBDOMAIN.match(value)):
             parser.error(f"{flag} {value!r} is not a valid object name")
-    if args.lease_mode and not args.lease:
+    lease_mode = args.lease_mode if install else None
+    if lease_mode and not args.lease:
         parser.error("--lease-mode needs --lease")
     if args.anchor_configmap and not _DNS_SUBDOMAIN.match(args.anchor_configmap):
         parser.error(f"--anchor-configmap {args.anchor_configmap!r} is not a valid ConfigMap name")
@@ -553,15 +746,22 @@ def _dispatch_settings(
         "inspect_pods": args.inspect_pods,
         "wait_for_nodes": args.wait_for_nodes,
         "anchor_configmap": args.anchor_configmap or None,
-        "skip_done": args.skip_done,
-        "result_annotation": args.result_annotation,
-        "config_hash": args.config_hash,
-        "done_label": args.done_label,
         "max_failed_nodes": args.max_failed_nodes,
         "lease": args.lease or None,
-        "lease_mode": settings.LeaseMode(args.lease_mode) if args.lease_mode else None,
-        "delete_cronjob": args.delete_cronjob or None,
+        "lease_mode": settings.LeaseMode(lease_mode) if lease_mode else None,
     }
+    if install:
+        kwargs |= {
+            "skip_done": skip_done,
+            "result_annotation": args.result_annotation,
+            "config_hash": args.config_hash,
+            "done_label": args.done_label,
+        }
+    else:
+        kwargs |= {
+            "delete_cronjob": delete_cronjob or None,
+            "remove_install_jobs": args.remove_install_jobs or None,
+        }
     config = settings.Settings(
         template=pathlib.Path(args.template),
         owner_job=args.owner_job,
@@ -571,7 +771,6 @@ def _dispatch_settings(
         nodes=names,
         selector=selector,
         kubeconfig=_kubeconfig(args.kubeconfig, environ),
-        remove_install_jobs=args.remove_install_jobs or None,
         **{k: v for k, v in kwargs.items() if v is not None},
         **_common(args),
     )
@@ -591,7 +790,7 @@ def run(
     config: settings.Settings | settings.Teardown
     template: dict[str, Any] = {}
     try:
-        if args.delete_daemonset is not None:
+        if args.command == "delete-daemonset":
             config = _teardown_settings(parser, args, env, sa_namespace_file=SA_NAMESPACE_FILE)
         else:
             config, template = _dispatch_settings(

@@ -122,7 +122,7 @@ class Settings(_Described):
 
 @dataclasses.dataclass(frozen=True)
 class Teardown(_Described):
-    """A `--delete-daemonset` run: delete the installer DaemonSet with foreground
+    """A `delete-daemonset` run: delete the installer DaemonSet with foreground
     propagation and wait until it is gone (see `kata-dispatcher --help`)."""
 
     daemonset: str

@@ -112,7 +112,7 @@ def _owned_by(pod: Obj, uid: str) -> bool:
 
 
 class Teardown(watching.Watcher):
-    """One `--delete-daemonset` run against `api`. `run()` returns the Summary."""
+    """One `delete-daemonset` run against `api`. `run()` returns the Summary."""
 
     def __init__(
         self,

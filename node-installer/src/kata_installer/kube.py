@@ -5,8 +5,10 @@ the node the installer read at the start, so a node deleted and re-created under
 same name is never touched: the API refuses the patch and that becomes errors.Conflict.
 
 Callers see the small `Kube` protocol, so tests use an in-memory fake. API exceptions
-are translated into errors.NotFound / Conflict / KubeUnavailable; connection errors,
-429 and 5xx are retried with tenacity under a total time budget.
+are translated into errors.NotFound / Conflict / Unprocessable / KubeRefused (401/403,
+exit 2); connection errors, 429 and 5xx become errors.Transient and are retried by
+`retry.call`, the policy kata-dispatcher uses too (budget from the first failure,
+full-jitter backoff, Retry-After honoured), each retry counted in `retries`.
 Credentials: --kubeconfig, else $KUBECONFIG (through Settings), else in-cluster.
 """
 
@@ -14,23 +16,22 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import email.utils
 import json
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-import tenacity
 from kubernetes import client, config
 from kubernetes.client import exceptions as kexc
 from urllib3 import exceptions as urlexc
 
-from kata_installer import errors
+from kata_installer import errors, retry
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_BUDGET_SECONDS = 60.0
-_REQUEST_TIMEOUT = (5.0, 30.0)
+_CONNECT_TIMEOUT = 5.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +61,10 @@ def pointer(key: str) -> str:
 
 
 class Kube(Protocol):
+    @property
+    def retries(self) -> int:
+        """How many times an API call of this run was retried (connection errors, 429, 5xx)."""
+
     def get_node_labels(self, name: str) -> dict[str, str]: ...
 
     def get_node(self, name: str) -> NodeView: ...
@@ -79,15 +84,43 @@ class Kube(Protocol):
         """The DaemonSet, or None when it does not exist."""
 
 
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, kexc.ApiException):
-        return exc.status in (429, 500, 502, 503, 504) or exc.status == 0
-    return isinstance(exc, urlexc.HTTPError | ConnectionError | TimeoutError)
+def _retry_after(headers: Any) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), if any."""
+    value = headers.get("Retry-After") if headers else None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
-def _log_retry(state: tenacity.RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    log.warning("Kubernetes API call failed (attempt %d), retrying: %s", state.attempt_number, exc)
+def _transient(what: str, fn: Callable[[], T]) -> Callable[[], T]:
+    """`fn` with what is worth retrying raised as errors.Transient: connection errors,
+    429 and 5xx (the dispatcher's classification)."""
+
+    def attempt() -> T:
+        try:
+            return fn()
+        except kexc.ApiException as exc:
+            status = int(exc.status or 0)
+            if status == 429 or status >= 500 or status == 0:
+                raise errors.Transient(
+                    f"{what}: API error {status} {exc.reason}",
+                    retry_after=_retry_after(exc.headers),
+                ) from exc
+            raise
+        except (urlexc.HTTPError, ConnectionError, TimeoutError) as exc:
+            raise errors.Transient(f"{what}: cannot reach the API server ({exc})") from exc
+
+    return attempt
 
 
 def _status_message(body: Any) -> str:
@@ -102,32 +135,51 @@ def _status_message(body: Any) -> str:
 class ApiKube:
     """`Kube` backed by the real API server."""
 
-    def __init__(self, *, kubeconfig: str) -> None:
+    def __init__(
+        self,
+        *,
+        kubeconfig: str,
+        policy: retry.Policy | None = None,
+        request_timeout: float = 30.0,
+        clock: retry.Clock | None = None,
+    ) -> None:
+        self._policy = policy or retry.Policy()
+        self._timeout = (min(_CONNECT_TIMEOUT, request_timeout), request_timeout)
+        self._clock = clock or retry.SystemClock()
+        self._counter = retry.Counter()
+        cfg = client.Configuration()
         try:
             if kubeconfig:
-                api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=kubeconfig, client_configuration=cfg, persist_config=False
+                )
             else:
-                cfg = client.Configuration()
                 config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-                api_client = client.ApiClient(cfg)
         except (config.ConfigException, OSError) as exc:
-            raise errors.KubeUnavailable(
+            raise errors.KubeRefused(
                 "no Kubernetes credentials: pass --kubeconfig (or KUBECONFIG) or run in a pod "
                 f"with a ServiceAccount token ({exc})"
             ) from exc
+        # One retry policy (retry.py) for everything: no hidden retries underneath it.
+        cfg.retries = False
+        cfg.client_go_retries = False
+        api_client = client.ApiClient(cfg)
         self._core = client.CoreV1Api(api_client)
         self._apps = client.AppsV1Api(api_client)
 
+    @property
+    def retries(self) -> int:
+        return self._counter.retries
+
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_retryable),
-            stop=tenacity.stop_after_delay(_BUDGET_SECONDS),
-            wait=tenacity.wait_exponential(multiplier=0.5, max=8),
-            before_sleep=_log_retry,
-            reraise=True,
-        )
         try:
-            return retrying(fn)
+            return retry.call(
+                _transient(what, fn),
+                policy=self._policy,
+                clock=self._clock,
+                what=what,
+                counter=self._counter,
+            )
         except kexc.ApiException as exc:
             if exc.status == 404:
                 raise errors.NotFound(f"{what}: not found") from exc
@@ -137,20 +189,18 @@ class ApiKube:
                 raise errors.Unprocessable(f"{what}: refused: {exc.body}") from exc
             if exc.status in (401, 403):
                 said = _status_message(exc.body)
-                raise errors.KubeUnavailable(
+                raise errors.KubeRefused(
                     f"{what}: the API refused us ({exc.status} {exc.reason}"
                     + (f": {said}" if said else "")
                     + "); check the ServiceAccount's RBAC (nodes: get, patch; events: create; "
                     "daemonsets: get) and that this pod changes only its own node"
                 ) from exc
             raise errors.KubeUnavailable(f"{what}: API error {exc.status} {exc.reason}") from exc
-        except (urlexc.HTTPError, ConnectionError, TimeoutError) as exc:
-            raise errors.KubeUnavailable(f"{what}: cannot reach the API server ({exc})") from exc
 
     def get_node_labels(self, name: str) -> dict[str, str]:
         node: Any = self._call(
             f"get node {name}",
-            lambda: self._core.read_node(name, _request_timeout=_REQUEST_TIMEOUT),
+            lambda: self._core.read_node(name, _request_timeout=self._timeout),
         )
         return dict(node.metadata.labels or {})
 
@@ -158,7 +208,7 @@ class ApiKube:
         resp: Any = self._call(
             f"get node {name}",
             lambda: self._core.read_node(
-                name, _request_timeout=_REQUEST_TIMEOUT, _preload_content=False
+                name, _request_timeout=self._timeout, _preload_content=False
             ),
         )
         doc = json.loads(resp.data)
@@ -184,7 +234,7 @@ class ApiKube:
             self._call(
                 f"patch node {node.name}",
                 lambda: self._core.patch_node(
-                    node.name, body, _request_timeout=_REQUEST_TIMEOUT,
+                    node.name, body, _request_timeout=self._timeout,
                     _content_type="application/json-patch+json",
                 ),
             )  # fmt: skip
@@ -219,7 +269,7 @@ class ApiKube:
             lambda: self._core.create_namespaced_event(
                 namespace,
                 body,  # type: ignore[arg-type]  # the client accepts the manifest form
-                _request_timeout=_REQUEST_TIMEOUT,
+                _request_timeout=self._timeout,
             ),
         )
 
@@ -227,7 +277,7 @@ class ApiKube:
         body = {"metadata": {"labels": {key: value}}}
         self._call(
             f"patch node {name}",
-            lambda: self._core.patch_node(name, body, _request_timeout=_REQUEST_TIMEOUT),
+            lambda: self._core.patch_node(name, body, _request_timeout=self._timeout),
         )
 
     def get_daemonset(self, namespace: str, name: str) -> DaemonSetState | None:
@@ -235,7 +285,7 @@ class ApiKube:
             ds: Any = self._call(
                 f"get daemonset {namespace}/{name}",
                 lambda: self._apps.read_namespaced_daemon_set(
-                    name, namespace, _request_timeout=_REQUEST_TIMEOUT
+                    name, namespace, _request_timeout=self._timeout
                 ),
             )
         except errors.NotFound:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import threading
 import time
 from collections.abc import Iterator
 
@@ -23,9 +24,14 @@ _POLL = 0.05
 
 @contextlib.contextmanager
 def host_lock(
-    host: hostpaths.HostRoot, writer: fsutil.HostWriter, *, timeout: float
+    host: hostpaths.HostRoot,
+    writer: fsutil.HostWriter,
+    *,
+    timeout: float,
+    stop: threading.Event | None = None,
 ) -> Iterator[None]:
-    """Hold the host lock for the block; HostError after `timeout` seconds of waiting."""
+    """Hold the host lock for the block; LockTimeout (exit 4) after `timeout` seconds of
+    waiting, Terminated as soon as `stop` is set while waiting."""
     path = host.path(LOCK_PATH)
     with writer.open_lock_file(path) as fd:
         deadline = time.monotonic() + timeout
@@ -38,6 +44,10 @@ def host_lock(
                 if not waited:
                     log.info("waiting for the host lock %s (held by another installer)", path)
                     waited = True
+                if stop is not None and stop.is_set():
+                    raise errors.Terminated(
+                        f"stopped by a signal while waiting for the host lock {LOCK_PATH}"
+                    ) from None
                 if time.monotonic() >= deadline:
                     raise errors.LockTimeout(
                         f"another kata-installer has held the host lock {LOCK_PATH} for more "

@@ -1,20 +1,30 @@
 """Logging setup: every line carries the node and the stage it belongs to.
 
 The stage is a context variable set by the stage runner, so modules just log through
-`logging.getLogger(__name__)` and never pass the stage around.
+`logging.getLogger(__name__)` and never pass the stage around. Other structured fields
+passed with `extra={...}` show up as keys in JSON and as `key=value` in text.
+
+The line format is shared with kata-dispatcher (docs/contracts.md, "Logs"): the two
+programs are separate distributions, so the dispatcher's logs.py carries the same
+formatters instead of importing these, and tests/contracts/test_conventions.py checks
+that both render the same record to the same bytes. Change both or neither.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import datetime
 import json
 import logging
 import sys
 from collections.abc import Iterator
+from typing import TextIO
 
 _stage: contextvars.ContextVar[str] = contextvars.ContextVar("stage", default="-")
 _node = "-"
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @contextlib.contextmanager
@@ -28,41 +38,75 @@ def stage(name: str) -> Iterator[None]:
 
 
 class _ContextFilter(logging.Filter):
+    """Adds node and stage to every record that does not carry them already."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        record.node = _node
-        record.stage = _stage.get()
+        if not hasattr(record, "node"):
+            record.node = _node
+        if not hasattr(record, "stage"):
+            record.stage = _stage.get()
         return True
 
 
-class _JsonFormatter(logging.Formatter):
+# Attributes every LogRecord has; anything else came in through `extra=` (or, in the
+# installer, its node/stage filter).
+_STANDARD = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+)
+# Context fields come first, in this order, then any other extra in the order given.
+CONTEXT = ("node", "stage", "job")
+
+
+def format_time(created: float) -> str:
+    """A record's time as UTC with milliseconds: 2026-01-31T12:00:00.123Z."""
+    stamp = datetime.datetime.fromtimestamp(created, datetime.UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def fields(record: logging.LogRecord) -> dict[str, object]:
+    """The record's context fields and extras, context first."""
+    extras = {k: v for k, v in vars(record).items() if k not in _STANDARD}
+    ordered = {k: extras.pop(k) for k in CONTEXT if k in extras}
+    return ordered | extras
+
+
+class JsonFormatter(logging.Formatter):
+    """One compact JSON object per line: time, level, logger, message, the context
+    fields and extras, then exception (a formatted traceback) when there is one."""
+
     def format(self, record: logging.LogRecord) -> str:
-        doc = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+        payload: dict[str, object] = {
+            "time": format_time(record.created),
             "level": record.levelname,
-            "node": getattr(record, "node", _node),
-            "stage": getattr(record, "stage", "-"),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        payload.update(fields(record))
         if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
-        return json.dumps(doc, sort_keys=True)
+            payload["exception"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str, separators=(",", ":"))
 
 
-def setup(*, log_format: str, node: str, level: int = logging.INFO) -> None:
+class TextFormatter(logging.Formatter):
+    """`<time> <LEVEL> <message> key=value...`, the traceback on the lines below."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{format_time(record.created)} {record.levelname:<7} {record.getMessage()}"
+        extras = fields(record)
+        if extras:
+            line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup(*, log_format: str, node: str, level: str = "INFO", stream: TextIO | None = None) -> None:
     """Configure the root logger once: text or JSON lines on stderr."""
     global _node  # noqa: PLW0603 - one process, one node
     _node = node or "-"
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(_ContextFilter())
-    if log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(
-            logging.Formatter(
-                "%(asctime)s %(levelname)-7s node=%(node)s stage=%(stage)s %(message)s"
-            )
-        )
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

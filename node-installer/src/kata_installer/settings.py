@@ -25,3 +25,6 @@ class Settings:
     namespace: str = ""
     release: str = ""  # the Helm release: names the node's result annotation
     config_hash: str = ""  # the chart's hash of what it installs (report.py)
+    log_level: str = "INFO"
+    retry_budget: float = 120.0  # retry.Policy: seconds of transient API failure allowed
+    request_timeout: float = 30.0

@@ -1,13 +1,14 @@
 {{/*
 kata-deploy.dispatcher.args: the dispatcher's command line for one kind of run, as
-JSON {"args": [...]}; use with fromJson (see kata-deploy.customRuntimes).
-  install:   job mode's post-install,post-upgrade hook.
-  cleanup:   job mode's pre-delete hook; deletes the reconcile CronJob first.
-  reconcile: the job.reconcile CronJob; like install, but always skipping the nodes
-             already done, and stepping aside while another run holds the Lease. Its Job
+JSON {"args": [...]}, the dispatcher command first, then its flags; use with fromJson
+(see kata-deploy.customRuntimes).
+  install:   job mode's post-install,post-upgrade hook (`install`).
+  cleanup:   job mode's pre-delete hook (`cleanup`); deletes the reconcile CronJob first.
+  reconcile: the job.reconcile CronJob (`install`); always skipping the nodes already
+             done, and stepping aside while another run holds the Lease. Its Job
              name is generated, so it comes from the pod's job-name label
              (KATA_DISPATCHER_OWNER_JOB, set in the job spec).
-  teardown:  DaemonSet mode's pre-delete hook.
+  teardown:  DaemonSet mode's pre-delete hook (`delete-daemonset NAME`).
 Every job-mode run holds the release's Lease, so no two run at once.
 Arguments: root context, stage.
 */}}
@@ -17,7 +18,7 @@ Arguments: root context, stage.
 {{- $args := list -}}
 {{- if eq $stage "teardown" -}}
 {{- $args = list
-  "--delete-daemonset" (include "kata-deploy.installer.daemonSetName" $root)
+  "delete-daemonset" (include "kata-deploy.installer.daemonSetName" $root)
   "--timeout" ($root.Values.uninstallTimeoutSeconds | int64 | toString) -}}
 {{- else -}}
 {{- $selection := $root.Values.job -}}
@@ -27,7 +28,7 @@ Arguments: root context, stage.
 {{- else if eq $stage "reconcile" -}}
 {{- $template = "install" -}}
 {{- end -}}
-{{- $args = list "--template" (printf "/etc/kata-deploy/jobs/%s-job.yaml" $template) -}}
+{{- $args = list $template "--template" (printf "/etc/kata-deploy/jobs/%s-job.yaml" $template) -}}
 {{- if eq $stage "install" -}}
 {{- $args = concat $args (list "--owner-job" (include "kata-deploy.dispatcher.installJobName" $root)) -}}
 {{- else if eq $stage "cleanup" -}}
@@ -35,7 +36,6 @@ Arguments: root context, stage.
 {{- end -}}
 {{- $args = concat $args (list
   "--parallelism" ($root.Values.job.parallelism | int64 | toString)
-  "--stage" $template
   "--release" $root.Release.Name
   "--anchor-configmap" (include "kata-deploy.installer.jobTemplatesName" $root)
   "--max-failed-nodes" (include "kata-deploy.dispatcher.maxFailedNodes" $root)

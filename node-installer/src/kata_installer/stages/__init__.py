@@ -3,7 +3,8 @@
 Each stage has a read-only `check` (True: nothing to do), an `apply` (run only when
 the check fails) and a `revert` (safe to run twice; returns whether it changed
 anything). install walks the list forwards, uninstall backwards; every step logs
-"stage i/n <name>: applied|skipped|reverted" with the node and stage on the line.
+"stage i/n <name>: applied|skipped|reverted" with the node and stage on the line. Once
+`Context.stop` is set (SIGTERM), no further stage starts: errors.Terminated instead.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -32,6 +34,8 @@ class Context:
     restarter: restart.Restarter
     kube_factory: Callable[[], kube.Kube]
     cache: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # set on SIGTERM/SIGINT: no new stage starts, waits end early (errors.Terminated)
+    stop: threading.Event = dataclasses.field(default_factory=threading.Event)
     _runtime: runtimes.Runtime | None = None
     _kube: kube.Kube | None = None
     _identity: kube.NodeView | None = None
@@ -55,6 +59,15 @@ class Context:
                 )
             self._identity = self.kube().get_node(self.settings.node_name)
         return self._identity
+
+    def check_stop(self, before: str) -> None:
+        """errors.Terminated when a signal asked the run to stop."""
+        if self.stop.is_set():
+            raise errors.Terminated(f"stopped by a signal before {before}; nothing half done")
+
+    def api_retries(self) -> int:
+        """How many API calls this run retried (0 when it never talked to the API)."""
+        return self._kube.retries if self._kube is not None else 0
 
     def kube(self) -> kube.Kube:
         if self._kube is None:
@@ -95,6 +108,8 @@ def by_name(name: str) -> tuple[int, Stage]:
 def _report_failure(index: int, name: str) -> Iterator[None]:
     try:
         yield
+    except errors.Terminated:
+        raise
     except errors.InstallerError as exc:
         log.error("stage %d/%d %s: failed", index, len(STAGES), name)
         exc.failed_stage = name
@@ -104,6 +119,7 @@ def _report_failure(index: int, name: str) -> Iterator[None]:
 def run_apply(ctx: Context, stage: Stage) -> str:
     """Apply one stage if its check says so; return applied|skipped (passed: read-only)."""
     index = STAGES.index(stage) + 1
+    ctx.check_stop(f"stage {index}/{len(STAGES)} {stage.name}")
     with logs.stage(stage.name), _report_failure(index, stage.name):
         if stage.read_only:
             stage.check(ctx)
@@ -122,6 +138,7 @@ def run_apply(ctx: Context, stage: Stage) -> str:
 def run_revert(ctx: Context, stage: Stage) -> str:
     """Revert one stage; return reverted|skipped."""
     index = STAGES.index(stage) + 1
+    ctx.check_stop(f"stage {index}/{len(STAGES)} {stage.revert_name}")
     with logs.stage(stage.revert_name), _report_failure(index, stage.revert_name):
         outcome = "reverted" if stage.revert(ctx) else "skipped"
         if not ctx.settings.dry_run:

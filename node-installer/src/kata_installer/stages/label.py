@@ -52,6 +52,7 @@ def wait_for_node(
     deadline = clock() + budget
     view = ctx.kube().get_node(node)
     while not done(view):
+        ctx.check_stop(f"{what} on node {node}")
         if clock() > deadline:
             raise errors.HostError(
                 f"node {node}: waited {budget}s for {what}; last seen: Ready={view.ready}, "
