@@ -34,7 +34,9 @@ setup-demo: ## Install only the tools `make demo` needs
 
 .PHONY: test
 test: setup ## Run every gate: lint, unit tests, chart tests, docs drift, image checks, e2e
+	rm -rf tests/results/evidence
 	$(MAKE) --no-print-directory lint test-dispatcher test-node-installer test-chart test-contracts verify-docs test-images e2e
+	python3 -m tests.evidence check
 	@echo "make test: every gate passed"
 
 .PHONY: lint

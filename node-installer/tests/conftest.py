@@ -5,6 +5,7 @@ the fuzzed host configurations (test_fuzz_host_config).
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -148,3 +149,24 @@ def pytest_terminal_summary(
         f"{reverted + refused} cases ran: {reverted} installed and reverted byte-identical, "
         f"{refused} refused with an error naming the file, the host root unchanged"
     )
+    if exitstatus == 0:
+        _evidence(
+            "fuzz-host-configs",
+            area="fuzz",
+            what=f"{reverted + refused} generated containerd (1.x, 2.x) and CRI-O configurations "
+            "(odd tables, comments, dotted keys, arrays of tables, CRLF, BOM, non-UTF-8 bytes, "
+            "invalid TOML; fixed seed) through install, a second install and uninstall",
+            happened=f"{reverted} installed and reverted byte-identical; {refused} refused in "
+            "host-check naming the file, the host unchanged; no write outside the host root",
+            test="node-installer/tests/test_fuzz_host_config.py",
+            stable={"cases": reverted + refused, "reverted": reverted, "refused": refused},
+        )
+
+
+def _evidence(id_: str, **fields: Any) -> None:
+    """One record of the README's evidence table, in tests/evidence.py's format (this
+    suite cannot import the project's tests package: its own is also `tests`)."""
+    where = pathlib.Path(__file__).resolve().parents[2] / "tests" / "results" / "evidence"
+    where.mkdir(parents=True, exist_ok=True)
+    doc = {"id": id_, "measured": {}, **fields}
+    (where / f"{id_}.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")

@@ -18,7 +18,13 @@ here instead, as local processes of the project's own programs:
 - it writes status back like a kubelet (phase, conditions, init/container statuses with
   exit codes, reason, and the output tail as termination message) and keeps each
   container's output under ``<cluster>/pod-logs/``;
-- on deletion: SIGTERM, the grace period, SIGKILL, then the pod is deleted with grace 0.
+- on deletion: SIGTERM, the grace period, SIGKILL, then the pod is deleted with grace 0;
+- fault injection for tests: a pod annotated ``kata-deploy.test/kill-once`` with a JSON
+  map ``{"<node>": ["<regex>", ...]}`` has its container SIGKILLed (the whole process
+  group, as a kernel OOM kill or a node crash would) right after it writes the first
+  output line matching one of its node's patterns; each (node, pattern) fires once in
+  the runner's life, so the Job's retry runs to the end. The container's log then holds
+  ``--- runner: SIGKILL after: <line>``.
 
 See tests/cluster/README.md for what it does not emulate.
 """
@@ -53,6 +59,7 @@ LEASE_SECONDS = 40
 RENEW_SECONDS = 10
 STATUS_SECONDS = 60
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+KILL_ONCE = "kata-deploy.test/kill-once"
 
 
 class PodError(Exception):
@@ -413,6 +420,8 @@ class PodRun:
         argv, env = self.plans[c.spec["name"]]
         log_path = self.logdir / f"{self.ns}_{self.name}_{c.spec['name']}.log"
         started = kubeapi.now()
+        kills = self.runner.pending_kills(self.node, self.pod)
+        copier: threading.Thread | None = None
         with log_path.open("ab") as log:
             log.write(f"--- runner: {' '.join(argv)}\n".encode())
             log.flush()
@@ -422,13 +431,20 @@ class PodRun:
                 env=env,
                 cwd=self.workdir,
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=subprocess.PIPE if kills else log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        if kills:
+            copier = threading.Thread(
+                target=self._copy_and_kill, args=(c.proc, log_path, kills), daemon=True
+            )
+            copier.start()
         c.state = {"running": {"startedAt": started}}
         self._report("Pending" if c.init else "Running")
         code = self._wait(c.proc)
+        if copier is not None:
+            copier.join(timeout=10)
         state: Obj = {
             "exitCode": code,
             "reason": "Completed" if code == 0 else ("Error" if code > 0 else "Killed"),
@@ -443,6 +459,27 @@ class PodRun:
         c.state = {"terminated": state}
         self._report("Pending" if c.init else "Running")
         return int(state["exitCode"])
+
+    def _copy_and_kill(
+        self, proc: subprocess.Popen[bytes], log_path: Path, kills: list[re.Pattern[str]]
+    ) -> None:
+        """Copy the container's output to its log; SIGKILL it after the first line that
+        matches a pending kill pattern of this node (KILL_ONCE)."""
+        assert proc.stdout is not None
+        with log_path.open("ab") as log:
+            for raw in proc.stdout:
+                log.write(raw)
+                log.flush()
+                line = raw.decode(errors="replace").rstrip("\n")
+                hit = next((k for k in kills if k.search(line)), None)
+                if hit is None or not self.runner.take_kill(self.node, hit.pattern):
+                    continue
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                log.write(f"--- runner: SIGKILL after: {line}\n".encode())
+                log.flush()
+                LOG.info("pod %s/%s on %s: SIGKILL after %r", self.ns, self.name, self.node, line)
+                kills = []
 
     def _wait(self, proc: subprocess.Popen[bytes]) -> int:
         while True:
@@ -532,9 +569,33 @@ class Runner:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.runs: dict[str, PodRun] = {}
+        self.kills_fired: set[tuple[str, str]] = set()
         self.node_watches: set[str] = set()
         self.core = cluster.api("CoreV1Api", pool=32)
         self.coordination = cluster.api("CoordinationV1Api", pool=8)
+
+    def pending_kills(self, node: str, pod: Obj) -> list[re.Pattern[str]]:
+        """The KILL_ONCE patterns of `pod` for `node` that have not fired yet."""
+        text = (pod["metadata"].get("annotations") or {}).get(KILL_ONCE)
+        if not text or not node:
+            return []
+        try:
+            patterns = json.loads(text).get(node) or []
+            compiled = [re.compile(str(p)) for p in patterns]
+        except (ValueError, AttributeError, re.error) as exc:
+            raise PodError(
+                f"annotation {KILL_ONCE} is not a map of node to regexes: {exc}"
+            ) from exc
+        with self.lock:
+            return [p for p in compiled if (node, p.pattern) not in self.kills_fired]
+
+    def take_kill(self, node: str, pattern: str) -> bool:
+        """Claim the (node, pattern) kill; False if another container fired it first."""
+        with self.lock:
+            if (node, pattern) in self.kills_fired:
+                return False
+            self.kills_fired.add((node, pattern))
+            return True
 
     def real_nodes(self) -> set[str]:
         """Nodes with a real kubelet (cluster.json; they can be added while we run)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests import evidence
 from tests.contracts import valuecases
 
 _RECORD = pytest.StashKey[valuecases.Record]()
@@ -25,7 +26,24 @@ def record(request: pytest.FixtureRequest) -> valuecases.Record:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     record = session.config.stash.get(_RECORD, None)
     if record is not None and record.outcomes:
-        session.config.stash[_SUMMARY] = valuecases.keep(record.outcomes, valuecases.RESULTS)
+        summary = valuecases.keep(record.outcomes, valuecases.RESULTS)
+        session.config.stash[_SUMMARY] = summary
+        counts = summary["counts"]
+        if session.testsfailed == 0 and counts.get(valuecases.Verdict.BROKEN.value) == 0:
+            evidence.record(
+                "fuzz-values-render",
+                area="fuzz",
+                what=f"{summary['total']} values files through `helm template`: every "
+                "hand-picked hostile case (empty strings, unicode, 253-character node names, "
+                "huge lists, YAML anchors, numbers for strings) and generated ones "
+                "(Hypothesis over values.schema.json, fixed seed)",
+                happened=", ".join(f"{n} {verdict}" for verdict, n in counts.items())
+                + "; each refusal names a key the case set, each render passes the local "
+                "API checks and both programs' parsers",
+                test="tests/contracts/test_fuzz_values.py",
+                stable={"cases": summary["total"], "broken": 0},
+                measured={"counts": counts},
+            )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

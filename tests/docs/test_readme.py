@@ -130,3 +130,14 @@ def test_the_privileges_matrix_is_the_one_the_e2e_checks() -> None:
         "README's privileges table differs from tests/e2e/privileges.py; paste:\n"
         + privileges.markdown()
     )
+
+
+def test_the_evidence_table_is_the_one_the_kept_records_make() -> None:
+    from tests import evidence
+
+    text = README.read_text(encoding="utf-8")
+    start, end = evidence.readme_block(text)
+    assert text[start:end].strip() == evidence.markdown(), (
+        "README's evidence table differs from docs/evidence/; run "
+        "`python3 -m tests.evidence update` after a full `make test`"
+    )

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from kata_installer import errors, kube
 
+from tests import evidence
 from tests.cluster import kubeapi
 from tests.cluster.certs import kubeconfig_text
 from tests.cluster.cluster import Cluster
@@ -152,6 +153,17 @@ def test_an_installer_token_can_change_only_its_own_node(fleet: Cluster, tmp_pat
 
         unbound = _as_installer(fleet, tmp_path, _token(fleet, None), "unbound")
         assert "its token names no node" in _denied(unbound, A, [_add(LABEL, "true")])
+        evidence.record(
+            "own-node-policy",
+            area="privileges",
+            what="an installer pod's real token on node A patches node B, A's other labels, "
+            "annotations and taints, then its own label; a token bound to no pod patches A",
+            happened=f'node B refused ("{message.strip()[:110]}"); A\'s other labels, '
+            "annotations and spec refused; its own label and result annotation allowed; "
+            "the unbound token refused",
+            test="tests/e2e/test_node_policy.py::test_an_installer_token_can_change_only_its_own_node",
+            stable={"refused": 6, "allowed": 2},
+        )
     finally:
         for name in (A, B):
             core.delete_node(name)

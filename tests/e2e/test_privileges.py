@@ -19,6 +19,7 @@ import pytest
 import urllib3
 import yaml
 
+from tests import evidence
 from tests.cluster import kubeapi
 from tests.cluster.cluster import Cluster
 from tests.e2e import helpers, privileges
@@ -94,6 +95,26 @@ def test_each_service_account_can_do_what_it_needs_and_nothing_else(
                             "--ignore-not-found")  # fmt: skip
         print("\n".join(["", "privileges matrix (real tokens, HTTP status):", *table]))  # noqa: T201
     assert not wrong, "\n".join(wrong)
+    counts = {
+        w.value: {
+            "allowed": sum(w in a.allowed for a in privileges.MATRIX),
+            "refused": sum(w not in a.allowed for a in privileges.MATRIX),
+        }
+        for w in Who
+    }
+    evidence.record(
+        "privileges-matrix",
+        area="privileges",
+        what=f"{len(privileges.MATRIX)} requests sent with each ServiceAccount's real token, "
+        "in both modes (the matrix above)",
+        happened="; ".join(
+            f"{who}: {c['allowed']} allowed, {c['refused']} refused with 403"
+            for who, c in counts.items()
+        ),
+        test="tests/e2e/test_privileges.py::"
+        "test_each_service_account_can_do_what_it_needs_and_nothing_else",
+        stable={"requests": len(table), "per_account": counts},
+    )
     TIMES[f"privileges matrix: {len(table)} requests"] = time.monotonic() - t0
 
 
