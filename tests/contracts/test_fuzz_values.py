@@ -173,7 +173,7 @@ def _dispatcher_problems(
             (local / key).write_text(text, encoding="utf-8")
         args = [a.replace(mount["mountPath"], str(local), 1) for a in args]
     try:
-        if "--delete-daemonset" in args:
+        if args[:1] == ["delete-daemonset"]:
             dispatcher_cli.parse_teardown(args, env)
         else:
             dispatcher_cli.parse(args, env)
