@@ -76,7 +76,8 @@ case with '_' for '-' (--owner-job is {ENV_PREFIX}OWNER_JOB; switches take true/
 A flag given on the command line wins over its environment variable.
 
 Output: logs go to stderr; stdout gets one JSON summary line (nodes_total, succeeded,
-failed and skipped with reasons, peak_in_flight, api_requests, elapsed_seconds), or,
+failed and skipped with reasons, peak_in_flight, api_requests, retries by cause,
+elapsed_seconds), or,
 with --dry-run, the Jobs as YAML. With --delete-daemonset the line has result
 (deleted, absent, timeout, terminated or dry-run), pods_remaining and the pods left.
 
@@ -608,6 +609,7 @@ def run(
         json.dumps(config.describe(), sort_keys=True),
     )
     stop = watching.StopFlag()
+    tally = retry.Tally()  # every retry of the run, also for the error line below
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         what = "no new Jobs" if isinstance(config, settings.Settings) else "not waiting any longer"
@@ -623,8 +625,12 @@ def run(
             )
             api = real
         if isinstance(config, settings.Teardown):
-            return _teardown(api, config, clock=clock or retry.SystemClock(), stop=stop)
-        return _dispatch(api, config, template, clock=clock or retry.SystemClock(), stop=stop)
+            return _teardown(
+                api, config, clock=clock or retry.SystemClock(), stop=stop, tally=tally
+            )
+        return _dispatch(
+            api, config, template, clock=clock or retry.SystemClock(), stop=stop, tally=tally
+        )
     except errors.DispatcherError as exc:
         code = exc.exit_code
         if isinstance(exc, errors.Transient):
@@ -638,6 +644,7 @@ def run(
                     "exit_code": int(code),
                     "error": str(exc),
                     "api_requests": api.api_requests if api is not None else 0,
+                    "retries": tally.as_dict(),
                 },
                 separators=(",", ":"),
             ),
@@ -658,8 +665,9 @@ def _dispatch(
     *,
     clock: retry.Clock,
     stop: watching.StopFlag,
+    tally: retry.Tally,
 ) -> int:
-    summary = rollout.Rollout(api, config, template, clock=clock, stop=stop).run()
+    summary = rollout.Rollout(api, config, template, clock=clock, stop=stop, tally=tally).run()
     if config.dry_run:
         sys.stdout.write(jobs.render_yaml(summary.jobs))
         sys.stdout.flush()
@@ -679,9 +687,14 @@ def _dispatch(
 
 
 def _teardown(
-    api: kube.Api, config: settings.Teardown, *, clock: retry.Clock, stop: watching.StopFlag
+    api: kube.Api,
+    config: settings.Teardown,
+    *,
+    clock: retry.Clock,
+    stop: watching.StopFlag,
+    tally: retry.Tally,
 ) -> int:
-    summary = teardown.Teardown(api, config, clock=clock, stop=stop).run()
+    summary = teardown.Teardown(api, config, clock=clock, stop=stop, tally=tally).run()
     print(summary.to_json(), flush=True)  # noqa: T201 - the program's output
     log.info(
         "finished: DaemonSet %s/%s %s, exit %d",
