@@ -64,8 +64,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    from tests.e2e.helpers import TIMES
+    from tests.e2e.helpers import FAULTS, TIMES
+    from tests.faults import report
 
+    if FAULTS:
+        terminalreporter.section("faults on the real control plane")
+        for line in report.markdown(FAULTS).splitlines():
+            terminalreporter.write_line(line)
     if TIMES:
         terminalreporter.section("scenario times")
         for name, seconds in TIMES.items():
