@@ -2,8 +2,9 @@
 
 The session cluster ("fleet") has 44 kwok nodes and 6 runner-backed nodes (50 in all).
 Scenarios each use their own namespace and release and clean up after themselves;
-modules that need a different fleet (test_dispatcher_cluster: 220 nodes, failing ones)
-start their own cluster. Missing tools fail loudly: e2e is never silently skipped.
+modules that need a different fleet (test_dispatcher_cluster: 220 nodes, failing ones;
+test_faults: 200 kwok and 2 runner-backed nodes) start their own cluster. Missing tools
+fail loudly: e2e is never silently skipped.
 """
 
 from __future__ import annotations

@@ -111,10 +111,13 @@ def _helm(cluster: Cluster, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def _summaries(cluster: Cluster, ns: str, release: str) -> list[dict[str, Any]]:
-    """Every install dispatcher pod's summary line (its last JSON line), oldest first."""
+def _summaries(
+    cluster: Cluster, ns: str, release: str, job: str = "dispatcher"
+) -> list[dict[str, Any]]:
+    """Every summary line (a pod's last JSON line) of the release's install dispatcher
+    pods (``job="cleanup"``: its cleanup dispatcher's), oldest first."""
     logs = sorted(
-        cluster.pod_logs.glob(f"{ns}_{release}-kata-deploy-job-dispatcher-*_dispatcher.log"),
+        cluster.pod_logs.glob(f"{ns}_{release}-kata-deploy-job-{job}-*_dispatcher.log"),
         key=lambda p: p.stat().st_mtime,
     )
     out = []
@@ -425,6 +428,11 @@ def test_installer_label_and_unlabel_under_faults(
     assert created == cleaned == dict.fromkeys(runners, 1), (created, cleaned)
     installer = _installer_retries(cluster, ns)
     injected = proxy.counters().as_dict()
+    runs = [installed, *_summaries(cluster, ns, release, "cleanup")]
+    assert [(r["stage"], r["result"]) for r in runs] == [
+        ("install", "succeeded"),
+        ("cleanup", "succeeded"),
+    ], runs
     assert installer.get("label") and installer.get("unlabel"), installer
     figures = {
         "scenario": name,
@@ -436,9 +444,10 @@ def test_installer_label_and_unlabel_under_faults(
         "peak_in_flight": watch.peak,
         "parallelism": PARALLELISM,
         "dispatcher_runs": [
-            {k: installed[k] for k in ("result", "exit_code", "succeeded", "adopted", "retries")}
+            {k: r[k] for k in ("stage", "result", "exit_code", "succeeded", "adopted", "retries")}
+            for r in runs
         ],
-        "retries": installed["retries"],
+        "retries": _sum_retries(runs),
         "installer_retries": installer,
         "injected": injected,
         "seconds": round(time.monotonic() - t0, 1),

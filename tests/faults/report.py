@@ -56,7 +56,8 @@ def markdown(figures: dict[str, dict[str, Any]]) -> str:
     for f in figures.values():
         r = f.get("retries") or {}
         runs = ", ".join(
-            f"{d['result']} (exit {d['exit_code']})" for d in f.get("dispatcher_runs") or []
+            f"{d['stage'] + ' ' if 'stage' in d else ''}{d['result']} (exit {d['exit_code']})"
+            for d in f.get("dispatcher_runs") or []
         )
         installer = sum((f.get("installer_retries") or {}).values())
         by_installer = f" (installer: {installer} more)" if installer else ""
