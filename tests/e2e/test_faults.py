@@ -38,12 +38,16 @@ Each ends with every selected node given exactly one Job, all Complete; never mo
 dispatcher's summary (its pod's stdout, from the runner's pod-logs) counting the
 retries of the fault's kind. The figures (nodes done, duplicates, peak in flight,
 retries, what the proxy injected, wall time) are printed at the end of the session and
-written to tests/faults/results/<scenario>.json, which the README's table quotes.
+written as JSON under pytest's base directory (`fault-results/`). To refresh the
+figures the README's table quotes (tests/docs/test_readme.py checks them), run
+`KATA_DEPLOY_FAULT_RESULTS=tests/faults/results pytest tests/e2e/test_faults.py` and
+paste the printed table.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections import Counter
@@ -60,13 +64,13 @@ from tests.cluster.cluster import REPO, VENV_BIN, Cluster, ClusterSpec
 from tests.e2e import helpers
 from tests.e2e.conftest import running_cluster
 from tests.e2e.helpers import CHART, FAULTS, PREFIX, TIMES, wait_for
-from tests.faults import report
 from tests.faults.proxy import FaultProxy
 
 NODES = 200
 PARALLELISM = 20
 SPEC = ClusterSpec(nodes=NODES, runner_nodes=2, control_plane=0, tainted=0, job_seconds=0.5)
 API_SERVER_ANNOTATION = "kata-deploy.test/api-server"
+RESULTS_ENV = "KATA_DEPLOY_FAULT_RESULTS"
 
 Inject = Callable[[helpers.JobWatch], str]
 
@@ -153,10 +157,14 @@ def _converged(cluster: Cluster, ns: str, release: str, watch: helpers.JobWatch)
     }
 
 
-def _record(name: str, figures: dict[str, Any]) -> None:
+def _record(name: str, figures: dict[str, Any], tmp_path: Path) -> None:
+    """Keep the figures for the session's table and as JSON: under pytest's base
+    directory, or, with KATA_DEPLOY_FAULT_RESULTS=tests/faults/results, where the README's
+    table is checked against them (so `make test` never rewrites tracked files)."""
     FAULTS[name] = figures
-    report.RESULTS.mkdir(parents=True, exist_ok=True)
-    (report.RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
+    dest = Path(os.environ.get(RESULTS_ENV) or tmp_path.parent / "fault-results")
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")
 
 
 def _uninstall(cluster: Cluster, ns: str, release: str) -> None:
@@ -210,7 +218,7 @@ def _scenario(
         }
     finally:
         _uninstall(cluster, ns, release)
-    _record(name, figures)
+    _record(name, figures, tmp_path)
     TIMES[f"faults: {name}"] = time.monotonic() - t0
     return figures, summary
 
@@ -383,7 +391,7 @@ def test_exhausted_budget_then_rerun_converges(
     finally:
         helpers.kubectl(cluster, "delete", "-f", str(chart["objects"]), "--wait=false",
                         check=False)  # fmt: skip
-    _record(name, figures)
+    _record(name, figures, tmp_path)
     TIMES[f"faults: {name}"] = time.monotonic() - t0
 
 
@@ -452,5 +460,5 @@ def test_installer_label_and_unlabel_under_faults(
         "injected": injected,
         "seconds": round(time.monotonic() - t0, 1),
     }
-    _record(name, figures)
+    _record(name, figures, tmp_path)
     TIMES[f"faults: {name}"] = time.monotonic() - t0

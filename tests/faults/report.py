@@ -1,9 +1,12 @@
 """The figures of the fault scenarios (tests/e2e/test_faults.py) as one Markdown table.
 
 Why: the README's "faults on the real control plane" table must be what the tests
-measured, not what someone typed. Each scenario writes its figures to
-``results/<scenario>.json``; ``markdown`` renders them, the e2e session prints that
-table, and tests/docs/test_readme.py checks the README carries exactly it.
+measured, not what someone typed. Each scenario writes its figures as
+``<scenario>.json`` (here in ``results/`` when run with
+``KATA_DEPLOY_FAULT_RESULTS=tests/faults/results``, else under pytest's base directory,
+so `make test` never rewrites tracked files); ``markdown`` renders them, the e2e session
+prints that table, and tests/docs/test_readme.py checks the README carries exactly the
+one ``results/`` gives.
 """
 
 from __future__ import annotations
