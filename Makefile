@@ -35,7 +35,7 @@ setup-demo: ## Install only the tools `make demo` needs
 .PHONY: test
 test: setup ## Run every gate: lint, unit tests, chart tests, docs drift, image checks, e2e
 	rm -rf tests/results/evidence
-	$(MAKE) --no-print-directory lint test-dispatcher test-node-installer test-chart test-contracts verify-docs test-images e2e
+	$(MAKE) --no-print-directory lint test-dispatcher test-node-installer test-chart test-contracts verify-docs test-faults test-images e2e
 	python3 -m tests.evidence check
 	@echo "make test: every gate passed"
 
@@ -93,6 +93,10 @@ shellcheck: ## Lint every shell script
 .PHONY: test-contracts
 test-contracts: ## Check what the chart renders against the programs' own parsers
 	pytest -q tests/contracts
+
+.PHONY: test-faults
+test-faults: ## Unit tests of the fault-injecting proxy that e2e puts in front of the apiserver
+	pytest -q tests/faults
 
 .PHONY: test-images
 test-images: ## Check the Dockerfiles, run each entrypoint from a clean venv, build and push both with buildah

@@ -630,3 +630,5 @@ def test_teardown_errors_print_a_json_error(
     assert cli.run([*TEARDOWN, "--retry-budget", "5"], {}, api=api, clock=clock) == code
     out = json.loads(capsys.readouterr().out)
     assert out["result"] == "error" and out["exit_code"] == code
+    # the retries made before giving up (none for a 403, which is not retried)
+    assert (out["retries"]["server_error"] > 0) == (code == 3)

@@ -4,7 +4,9 @@ Cases: a transient error is retried and the call then succeeds; Retry-After is s
 exactly; the budget bounds the total time and the last error is re-raised, marked
 exhausted; an exhausted error is not retried again by an outer retry; non-transient
 errors (409 already exists, 404) are not retried; a Retry-After beyond the budget stops
-at once; before_sleep logs a WARNING with the attempt number; backoff bounds.
+at once; before_sleep logs a WARNING with the attempt number; backoff bounds; the
+tally counts each retry by its cause (429, 5xx, no HTTP answer), not the attempt that
+ends the call, and says so in the log's words.
 """
 
 from __future__ import annotations
@@ -114,3 +116,39 @@ def test_system_clock_moves() -> None:
     first = clock.monotonic()
     clock.sleep(0)
     assert clock.monotonic() >= first
+
+
+def test_the_tally_counts_each_retry_by_its_cause(clock: fakes.FakeClock) -> None:
+    tally = retry.Tally()
+    _, fn = flaky(
+        errors.Transient("x", status=429, retry_after=1.0),
+        errors.Transient("x", status=503),
+        errors.Transient("x", status=500),
+        errors.Transient("x", message="connection refused"),
+    )
+    retry.call(fn, policy=retry.Policy(budget=30), clock=clock, what="x", tally=tally)  # type: ignore[arg-type]
+    assert tally.as_dict() == {
+        "total": 4,
+        "rate_limited": 1,
+        "server_error": 2,
+        "connection": 1,
+        "watch_restarts": 0,
+        "relists": 0,
+    }
+    assert tally.describe() == (
+        "4 retries (429: 1, 5xx: 2, connection: 1), 0 watch restarts, 0 relists"
+    )
+
+
+def test_the_tally_counts_retries_not_the_attempt_that_gives_up(clock: fakes.FakeClock) -> None:
+    tally = retry.Tally()
+    calls, fn = flaky(*[errors.Transient("x", status=502) for _ in range(1000)])
+    with pytest.raises(errors.Transient):
+        retry.call(
+            fn, policy=retry.Policy(budget=10, maximum=2), clock=clock, what="x", tally=tally
+        )  # type: ignore[arg-type]
+    assert tally.server_error == tally.total == len(calls) - 1 == len(clock.sleeps)
+    calls, fn = flaky(errors.NotFound("x", status=404))
+    with pytest.raises(errors.NotFound):
+        retry.call(fn, policy=retry.Policy(budget=10), clock=clock, what="x", tally=tally)  # type: ignore[arg-type]
+    assert tally.total == len(clock.sleeps)  # a 404 is not retried, not counted

@@ -5,8 +5,11 @@ unfinished; the pacer's decisions; failed nodes do not stop the others and are n
 with reason (and, with --inspect-pods, container, exit code, termination message);
 unknown and tainted nodes; adoption of this owner's Jobs, replacement of an earlier
 owner's (immediately gone, or lingering until its DELETED event); a re-run after a
-crash converges; 429 with Retry-After and 5xx are retried; an exhausted budget ends the
-run; 410 Gone relists without losing results; a broken stream resumes; SIGTERM stops
+crash converges; 429 with Retry-After and 5xx are retried and counted by cause in the
+summary's `retries` (and logged); an exhausted budget before any Job ends the run with
+the error, one mid-rollout with an `api-unreachable` summary naming the nodes left (exit
+3); 410 Gone relists (counted) without losing results; a broken stream resumes (a watch
+restart, counted); SIGTERM stops
 dispatching; --timeout; progress lines; a Job deleted under us; a rejected Job;
 --remove-install-jobs; dry run; the pacing invariant under random schedules (hypothesis).
 """
@@ -501,6 +504,59 @@ def test_429_with_retry_after_and_5xx_are_retried(
     assert summary.succeeded == 3
     assert 4.0 in clock.sleeps
     assert dict(api.created) == {job_of(n): 1 for n in node_names(3)}
+    assert summary.as_dict()["retries"] == {
+        "total": 4,
+        "rate_limited": 1,
+        "server_error": 3,
+        "connection": 0,
+        "watch_restarts": 1,  # the watch that could not be opened (500)
+        "relists": 0,
+    }
+
+
+def test_retries_are_logged_at_the_end(
+    make_api: MakeApi,
+    make_settings: MakeSettings,
+    template: dict[str, Any],
+    clock: fakes.FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = make_api(2)
+    api.fail("create_job", errors.Transient("create", message="connection reset"))
+    with caplog.at_level(logging.INFO):
+        run(api, make_settings(), template, clock)
+    line = next(r for r in caplog.records if r.getMessage().startswith("retries: "))
+    assert line.getMessage() == (
+        "retries: 1 retries (429: 0, 5xx: 0, connection: 1), 0 watch restarts, 0 relists"
+    )
+    assert line.__dict__["retries"]["connection"] == 1
+
+
+def test_an_exhausted_budget_mid_rollout_names_what_was_not_done(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(5)
+    api.default = fakes.Script(duration=100)
+    created = {"n": 0}
+
+    def outage(fake: fakes.FakeApi) -> None:  # the API goes away after the first Jobs
+        created["n"] += 1
+        if created["n"] == 1:
+            refused = errors.Transient("watch Jobs", message="connection refused")
+            fake.fail("watch_jobs", *[refused] * 1000)
+
+    api.on_watch = outage
+    summary = run(api, make_settings(parallelism=2, retry_budget=30), template, clock)
+    assert summary.outcome is rollout.Outcome.UNREACHABLE
+    assert summary.exit_code is errors.ExitCode.API_UNREACHABLE
+    out = summary.as_dict()
+    assert out["result"] == "api-unreachable"
+    assert "watch Jobs" in out["error"] and "connection refused" in out["error"]
+    assert out["unfinished"] == [
+        {"node": n, "job": job_of(n), "reason": "ApiUnreachable"} for n in node_names(2)
+    ]
+    assert out["not_dispatched"] == node_names(5)[2:]
+    assert out["retries"]["connection"] == out["retries"]["watch_restarts"] > 3
 
 
 def test_an_exhausted_budget_ends_the_run(
@@ -537,6 +593,7 @@ def test_410_gone_relists_and_loses_no_result(
     api.on_watch = expire
     summary = run(api, make_settings(parallelism=3, progress_interval=3), template, clock)
     assert summary.succeeded == 6
+    assert summary.retries.relists == 1 and summary.retries.total == 0
     assert len([c for c in api.calls_of("list_jobs") if not c.args["field_selector"]]) == 2
     assert dict(api.created) == {job_of(n): 1 for n in node_names(6)}
 
@@ -548,6 +605,7 @@ def test_a_broken_stream_resumes_from_the_last_resource_version(
     api.break_stream_after = 4
     summary = run(api, make_settings(parallelism=5), template, clock)
     assert summary.succeeded == 5
+    assert (summary.retries.watch_restarts, summary.retries.connection) == (1, 1)
     versions = [c.args["resource_version"] for c in api.calls_of("watch_jobs")]
     assert int(versions[1]) > int(versions[0])
 

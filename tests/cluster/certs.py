@@ -132,6 +132,27 @@ def client_cert(certs: Certs, name: str, subject: str) -> tuple[Path, Path]:
     return crt, key
 
 
+def server_cert(certs: Certs, name: str, *, ips: tuple[str, ...]) -> tuple[Path, Path]:
+    """A serving certificate for ``ips`` signed by the cluster's CA (e.g. the fault proxy
+    of tests/faults, which clients trusting the cluster then trust unchanged).
+
+    Kept next to the CA as ``<name>.crt``/``<name>.key``; made once.
+    """
+    pki = certs.ca_cert.parent
+    crt, key = pki / f"{name}.crt", pki / f"{name}.key"
+    if not (crt.exists() and key.exists()):
+        sans = ",".join(f"IP:{ip}" for ip in ips)
+        _signed(
+            pki,
+            name,
+            f"/CN={name}",
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+            f"extendedKeyUsage=serverAuth\nsubjectAltName={sans}\n",
+        )
+        (pki / "ca.srl").unlink(missing_ok=True)
+    return crt, key
+
+
 def b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
 

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -363,6 +364,17 @@ class Cluster:
             ],
         )
         self._wait("kube-apiserver", self._apiserver_ready, timeout=90)
+
+    def restart_apiserver(self, *, down: float = 0.0) -> float:
+        """SIGKILL the kube-apiserver, wait ``down`` seconds, start it again with the same
+        flags on the same port and etcd (nothing of the cluster's state is lost), and wait
+        until it is ready. Returns the seconds it was unavailable."""
+        t0 = time.monotonic()
+        LOG.info("killing kube-apiserver (SIGKILL); etcd keeps running")
+        procs.stop(self.dir, "kube-apiserver", grace=0, first=signal.SIGKILL)
+        time.sleep(down)
+        self._start_apiserver(self.state)
+        return time.monotonic() - t0
 
     def _start_controllers(self, st: State) -> None:
         kc = str(self.kubeconfig)

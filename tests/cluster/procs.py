@@ -106,15 +106,18 @@ def running(state_dir: Path, name: str) -> bool:
     return pid is not None and alive(pid)
 
 
-def stop(state_dir: Path, name: str, *, grace: float = 10.0) -> None:
-    """SIGTERM the process group of ``name``, SIGKILL it after ``grace``; forget it."""
+def stop(
+    state_dir: Path, name: str, *, grace: float = 10.0, first: signal.Signals = signal.SIGTERM
+) -> None:
+    """Send ``first`` (SIGTERM) to the process group of ``name``, SIGKILL it after
+    ``grace``; forget it. ``first=SIGKILL`` kills it outright."""
     pid = read_pid(state_dir, name)
     if pid is None:
         return
     if alive(pid):
-        LOG.debug("stopping %s (pid %d)", name, pid)
+        LOG.debug("stopping %s (pid %d) with %s", name, pid, first.name)
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
+            os.killpg(pid, first)
         deadline = time.monotonic() + grace
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -14,7 +14,8 @@ here instead, as local processes of the project's own programs:
   mount path is rewritten to it; ``hostPath`` volumes must be mounted at ``/host`` + the
   host path and ``/host`` becomes the node's directory; ``/opt/kata-artifacts`` becomes
   the synthetic payload; containers that mount a ServiceAccount token get ``KUBECONFIG``
-  with a TokenRequest token bound to the pod, so RBAC is the chart's;
+  with a TokenRequest token bound to the pod, so RBAC is the chart's; its server is the
+  apiserver, or the pod's ``kata-deploy.test/api-server`` annotation (a fault proxy);
 - it writes status back like a kubelet (phase, conditions, init/container statuses with
   exit codes, reason, and the output tail as termination message) and keeps each
   container's output under ``<cluster>/pod-logs/``;
@@ -55,6 +56,11 @@ LOG = logging.getLogger(__name__)
 Obj = dict[str, Any]
 PAYLOAD_MOUNT = "/opt/kata-artifacts"
 HOST_MOUNT = "/host"
+# A pod annotated with this gets it as the server of its kubeconfig instead of the
+# apiserver's own address: tests/faults routes a release's pods through its fault proxy
+# with the chart's `podAnnotations`. Only https://127.0.0.1:PORT is accepted.
+API_SERVER_ANNOTATION = "kata-deploy.test/api-server"
+_LOCAL_SERVER = re.compile(r"https://127\.0\.0\.1:[0-9]{1,5}")
 LEASE_SECONDS = 40
 RENEW_SECONDS = 10
 STATUS_SECONDS = 60
@@ -275,12 +281,24 @@ class PodRun:
             self.kubeconfig = self.workdir / "kubeconfig"
             self.kubeconfig.write_text(
                 kubeconfig_text(
-                    server=self.runner.cluster.server,
+                    server=self._api_server(),
                     ca_cert=self.runner.cluster.certs.ca_cert,
                     user={"token": token},
                 )
             )
         return token
+
+    def _api_server(self) -> str:
+        """The apiserver, or the server the pod's annotation names (a fault proxy)."""
+        annotations = self.pod["metadata"].get("annotations") or {}
+        server = annotations.get(API_SERVER_ANNOTATION)
+        if server is None:
+            return self.runner.cluster.server
+        if not _LOCAL_SERVER.fullmatch(server):
+            raise PodError(
+                f"annotation {API_SERVER_ANNOTATION}: {server!r} is not https://127.0.0.1:PORT"
+            )
+        return str(server)
 
     def _field(self, path: str) -> str:
         meta, spec = self.pod["metadata"], self.pod["spec"]

@@ -9,6 +9,8 @@ every path is relative to the repository root. Cases, one per table row:
 - each backticked item of the values column is a key of the chart's values.yaml (`a.*`:
   `a` has keys under it; `<name>`: any key at that level); unquoted prose is allowed;
 - the table has its five columns, and at least one row.
+Also: the privileges matrix is tests/e2e/privileges.py's, and the faults table is the
+one tests/faults/report.py makes from the figures tests/e2e/test_faults.py wrote.
 """
 
 from __future__ import annotations
@@ -140,4 +142,17 @@ def test_the_evidence_table_is_the_one_the_kept_records_make() -> None:
     assert text[start:end].strip() == evidence.markdown(), (
         "README's evidence table differs from docs/evidence/; run "
         "`python3 -m tests.evidence update` after a full `make test`"
+    )
+
+
+def test_the_faults_table_is_what_the_e2e_measured() -> None:
+    from tests.faults import report
+
+    text = README.read_text(encoding="utf-8")
+    begin = text.index("<!-- faults:begin")
+    start = text.index("\n", begin) + 1
+    end = text.index("<!-- faults:end -->")
+    expected = report.markdown(report.load())
+    assert text[start:end].strip() == expected, (
+        "README's faults table differs from tests/faults/results/*.json; paste:\n" + expected
     )

@@ -2,8 +2,9 @@
 
 The session cluster ("fleet") has 44 kwok nodes and 6 runner-backed nodes (50 in all).
 Scenarios each use their own namespace and release and clean up after themselves;
-modules that need a different fleet (test_dispatcher_cluster: 220 nodes, failing ones)
-start their own cluster. Missing tools fail loudly: e2e is never silently skipped.
+modules that need a different fleet (test_dispatcher_cluster: 220 nodes, failing ones;
+test_faults: 200 kwok and 2 runner-backed nodes) start their own cluster. Missing tools
+fail loudly: e2e is never silently skipped.
 """
 
 from __future__ import annotations
@@ -64,8 +65,13 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    from tests.e2e.helpers import TIMES
+    from tests.e2e.helpers import FAULTS, TIMES
+    from tests.faults import report
 
+    if FAULTS:
+        terminalreporter.section("faults on the real control plane")
+        for line in report.markdown(FAULTS).splitlines():
+            terminalreporter.write_line(line)
     if TIMES:
         terminalreporter.section("scenario times")
         for name, seconds in TIMES.items():

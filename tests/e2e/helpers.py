@@ -24,6 +24,8 @@ PREFIX = "kata-deploy.katacontainers.io"
 Obj = dict[str, Any]
 # Wall time of each scenario, printed at the end of the session (conftest).
 TIMES: dict[str, float] = {}
+# The figures of each fault scenario (test_faults.py), printed as a table (conftest).
+FAULTS: dict[str, dict[str, Any]] = {}
 
 
 def helm(

@@ -113,8 +113,8 @@ _JOB_EPILOG = (
     _ENV_TEXT
     + """
 Output: logs go to stderr; stdout gets one JSON summary line (nodes_total, succeeded,
-failed and skipped with reasons, peak_in_flight, api_requests, elapsed_seconds), or,
-with --dry-run, the Jobs as YAML.
+failed and skipped with reasons, peak_in_flight, api_requests, retries by cause,
+elapsed_seconds), or, with --dry-run, the Jobs as YAML.
 
 Exit codes (docs/contracts.md): 0 every node done, or those not done within
 --max-failed-nodes{yield_text}; 1 more nodes failed, got no Job or do not exist than
@@ -134,7 +134,7 @@ _TEARDOWN_EPILOG = (
     _ENV_TEXT
     + """
 Output: logs go to stderr; stdout gets one JSON line with result (deleted, absent,
-timeout, terminated or dry-run), pods_remaining and the pods left.
+timeout, terminated or dry-run), pods_remaining, the pods left and retries by cause.
 
 Exit codes (docs/contracts.md): 0 the DaemonSet is gone, or was never there; 2 bad flags
 or a missing RBAC right; 3 the API server stayed unreachable for the whole
@@ -807,6 +807,7 @@ def run(
         json.dumps(config.describe(), sort_keys=True),
     )
     stop = watching.StopFlag()
+    tally = retry.Tally()  # every retry of the run, also for the error line below
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         what = "no new Jobs" if isinstance(config, settings.Settings) else "not waiting any longer"
@@ -822,8 +823,12 @@ def run(
             )
             api = real
         if isinstance(config, settings.Teardown):
-            return _teardown(api, config, clock=clock or retry.SystemClock(), stop=stop)
-        return _dispatch(api, config, template, clock=clock or retry.SystemClock(), stop=stop)
+            return _teardown(
+                api, config, clock=clock or retry.SystemClock(), stop=stop, tally=tally
+            )
+        return _dispatch(
+            api, config, template, clock=clock or retry.SystemClock(), stop=stop, tally=tally
+        )
     except errors.DispatcherError as exc:
         code = exc.exit_code
         if isinstance(exc, errors.Transient):
@@ -837,6 +842,7 @@ def run(
                     "exit_code": int(code),
                     "error": str(exc),
                     "api_requests": api.api_requests if api is not None else 0,
+                    "retries": tally.as_dict(),
                 },
                 separators=(",", ":"),
             ),
@@ -857,8 +863,9 @@ def _dispatch(
     *,
     clock: retry.Clock,
     stop: watching.StopFlag,
+    tally: retry.Tally,
 ) -> int:
-    summary = rollout.Rollout(api, config, template, clock=clock, stop=stop).run()
+    summary = rollout.Rollout(api, config, template, clock=clock, stop=stop, tally=tally).run()
     if config.dry_run:
         sys.stdout.write(jobs.render_yaml(summary.jobs))
         sys.stdout.flush()
@@ -878,9 +885,14 @@ def _dispatch(
 
 
 def _teardown(
-    api: kube.Api, config: settings.Teardown, *, clock: retry.Clock, stop: watching.StopFlag
+    api: kube.Api,
+    config: settings.Teardown,
+    *,
+    clock: retry.Clock,
+    stop: watching.StopFlag,
+    tally: retry.Tally,
 ) -> int:
-    summary = teardown.Teardown(api, config, clock=clock, stop=stop).run()
+    summary = teardown.Teardown(api, config, clock=clock, stop=stop, tally=tally).run()
     print(summary.to_json(), flush=True)  # noqa: T201 - the program's output
     log.info(
         "finished: DaemonSet %s/%s %s, exit %d",

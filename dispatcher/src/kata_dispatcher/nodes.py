@@ -209,8 +209,10 @@ class Selector:
         clock: retry.Clock,
         page_size: int,
         done_rule: DoneRule | None = None,
+        tally: retry.Tally | None = None,
     ) -> None:
         self._api = api
+        self._tally = tally
         self._done_rule = done_rule
         self._policy = policy
         self._clock = clock
@@ -228,7 +230,9 @@ class Selector:
             )
 
         def send(fn: Callable[[], kube.Page], what: str) -> kube.Page:
-            return retry.call(fn, policy=self._policy, clock=self._clock, what=what)
+            return retry.call(
+                fn, policy=self._policy, clock=self._clock, what=what, tally=self._tally
+            )
 
         def reduce(obj: dict[str, Any]) -> Node:
             return Node.from_api(obj, self._done_rule)

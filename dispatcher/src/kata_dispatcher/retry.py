@@ -5,7 +5,8 @@ dead API server must not hang it either. Every API call goes through `call`, whi
 retries only `errors.Transient`, honours a server's Retry-After, and gives up once the
 total time budget since the first failure is spent, re-raising the last error. A 409 on
 create is not transient: the caller handles it. Time comes from a `Clock`, so tests
-replace the clock and nothing else.
+replace the clock and nothing else. Each retry is counted in the run's `Tally` by what
+caused it, so the summary shows what the run went through, not only that it ended well.
 """
 
 from __future__ import annotations
@@ -53,6 +54,57 @@ class Policy:
     maximum: float = 10.0
 
 
+@dataclasses.dataclass
+class Tally:
+    """The retries of one run, by cause (the summary's `retries`).
+
+    rate_limited, server_error, connection: each retry `call` made (one more attempt
+    after a sleep), by the failure before it: HTTP 429, HTTP 5xx (a watch's ERROR event
+    with a 5xx code too), or no HTTP answer at all (refused, reset, timed out, a stream
+    that broke off). Their sum is `total`.
+    watch_restarts: how many of those re-opened a watch, counted by the watch loop.
+    relists: a watch's resourceVersion expired (410 Gone) and everything was listed
+    again; not a failed request, so not in `total`."""
+
+    rate_limited: int = 0
+    server_error: int = 0
+    connection: int = 0
+    watch_restarts: int = 0
+    relists: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.rate_limited + self.server_error + self.connection
+
+    def count(self, exc: BaseException | None) -> None:
+        """One retry after `exc`."""
+        status = exc.status if isinstance(exc, errors.ApiError) else None
+        if status == 429:
+            self.rate_limited += 1
+        elif status is not None and status >= 500:
+            self.server_error += 1
+        else:
+            self.connection += 1
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "total": self.total,
+            "rate_limited": self.rate_limited,
+            "server_error": self.server_error,
+            "connection": self.connection,
+            "watch_restarts": self.watch_restarts,
+            "relists": self.relists,
+        }
+
+    def describe(self) -> str:
+        """The log's words for it."""
+        return (
+            f"{self.total} retries (429: {self.rate_limited}, 5xx: {self.server_error}, "
+            f"connection: {self.connection}), {self.watch_restarts} watch restarts, "
+            f"{self.relists} relists"
+        )
+
+
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, errors.Transient) and not exc.exhausted
 
@@ -63,12 +115,19 @@ def backoff(policy: Policy, attempt: int, *, rng: random.Random | None = None) -
     return (rng or random).uniform(policy.initial / 2, max(ceiling, policy.initial / 2))
 
 
-def call(fn: Callable[[], T], *, policy: Policy, clock: Clock, what: str) -> T:
+def call(
+    fn: Callable[[], T],
+    *,
+    policy: Policy,
+    clock: Clock,
+    what: str,
+    tally: Tally | None = None,
+) -> T:
     """Run `fn`, retrying `errors.Transient` until `policy.budget` is spent.
 
     The budget starts at the first failure. A Retry-After hint is honoured exactly when
     it fits in what is left of the budget; when it does not, the call gives up at once.
-    The last error is re-raised, marked `exhausted`.
+    The last error is re-raised, marked `exhausted`. Each retry is counted in `tally`.
     """
     first_failure: list[float] = []
 
@@ -95,6 +154,8 @@ def call(fn: Callable[[], T], *, policy: Policy, clock: Clock, what: str) -> T:
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0.0
+        if tally is not None:
+            tally.count(exc)
         log.warning(
             "%s failed (attempt %d): %s; retrying in %.1fs",
             what,

@@ -132,6 +132,8 @@ class Outcome(enum.StrEnum):
     TIMEOUT = "timeout"
     DRY_RUN = "dry-run"
     YIELDED = "yielded"  # another run holds the release's Lease (--lease-mode yield)
+    # a request kept failing transiently for the whole --retry-budget mid-rollout
+    UNREACHABLE = "api-unreachable"
 
 
 _EXIT = {
@@ -141,6 +143,7 @@ _EXIT = {
     Outcome.FAILED: errors.ExitCode.NODES_FAILED,
     Outcome.TERMINATED: errors.ExitCode.TERMINATED,
     Outcome.TIMEOUT: errors.ExitCode.TIMEOUT,
+    Outcome.UNREACHABLE: errors.ExitCode.API_UNREACHABLE,
 }
 
 
@@ -164,6 +167,8 @@ class Summary:
     adopted: int = 0
     max_failed_nodes: int = 0  # the budget, resolved to a count of nodes
     jobs: list[Obj] = dataclasses.field(default_factory=list)  # dry run only
+    retries: retry.Tally = dataclasses.field(default_factory=retry.Tally)
+    error: str = ""  # api-unreachable: the request that kept failing, and how
 
     @property
     def not_done(self) -> int:
@@ -193,8 +198,9 @@ class Summary:
             "not_dispatched": self.not_dispatched,
             "peak_in_flight": self.peak_in_flight,
             "api_requests": self.api_requests,
+            "retries": self.retries.as_dict(),
             "elapsed_seconds": round(self.elapsed_seconds, 3),
-        }
+        } | ({"error": self.error} if self.error else {})
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), separators=(",", ":"), sort_keys=False)
@@ -221,6 +227,7 @@ class Rollout(watching.Watcher):
         *,
         clock: retry.Clock,
         stop: watching.StopFlag | None = None,
+        tally: retry.Tally | None = None,
     ) -> None:
         super().__init__(
             api,
@@ -230,6 +237,7 @@ class Rollout(watching.Watcher):
             retry_budget=config.retry_budget,
             timeout=config.timeout,
             progress_interval=config.progress_interval,
+            tally=tally,
         )
         self._cfg = config
         self._template = template
@@ -244,6 +252,7 @@ class Rollout(watching.Watcher):
         self._selector = ""
         self._inspect = config.inspect_pods
         self._lease: lease.Lease | None = None
+        self._error = ""
 
     # -- planning ---------------------------------------------------------------------
 
@@ -300,6 +309,7 @@ class Rollout(watching.Watcher):
             clock=self._clock,
             page_size=cfg.page_size,
             done_rule=self._done_rule(),
+            tally=self._tally,
         )
         if cfg.wait_for_nodes > 0:
             selection = selector.wait(
@@ -470,7 +480,19 @@ class Rollout(watching.Watcher):
                     self._tick()
         except watching.Interrupted:
             log.warning("stopping: %s", self._stop.reason)
-        if self._stop.requested:
+        except errors.Transient as exc:
+            # retry.call gave up: this request failed for the whole --retry-budget. Say
+            # which nodes are left, rather than only which request failed.
+            self._error = str(exc)
+            log.error(
+                "giving up: the API server stayed unavailable for the whole retry budget "
+                "(%.0fs): %s",
+                self._cfg.retry_budget,
+                exc,
+            )
+        if self._error:
+            outcome = Outcome.UNREACHABLE
+        elif self._stop.requested:
             outcome = Outcome.TERMINATED
         elif self._pacer.active or self._pacer.queue:
             outcome = Outcome.TIMEOUT
@@ -491,6 +513,7 @@ class Rollout(watching.Watcher):
                     allowed,
                 )
         self._log_progress()
+        log.info("retries: %s", self._tally.describe(), extra={"retries": self._tally.as_dict()})
         complete = outcome is Outcome.SUCCEEDED and not (
             plan.failed or plan.skipped or any(t.state is TaskState.FAILED for t in plan.tasks)
         )
@@ -502,11 +525,12 @@ class Rollout(watching.Watcher):
 
     def _summary(self, plan: Plan, outcome: Outcome) -> Summary:
         tasks = plan.tasks
+        reason = {Outcome.TERMINATED: "Terminated", Outcome.UNREACHABLE: "ApiUnreachable"}
         unfinished = [
             {
                 "node": t.node,
                 "job": t.job,
-                "reason": "Terminated" if outcome is Outcome.TERMINATED else "Timeout",
+                "reason": reason.get(outcome, "Timeout"),
             }
             for t in tasks
             if t.job in self._pacer.active
@@ -533,6 +557,8 @@ class Rollout(watching.Watcher):
             adopted=self._adopted,
             max_failed_nodes=self._cfg.max_failed_nodes.allowed(plan.selected),
             jobs=[self._body(t) for t in tasks] if outcome is Outcome.DRY_RUN else [],
+            retries=self._tally,
+            error=self._error,
         )
 
     def _body(self, task: Task) -> Obj:

@@ -63,6 +63,7 @@ class Summary:
     remaining: list[Obj]  # up to MAX_LISTED_PODS of them: pod, node, terminating
     api_requests: int
     elapsed_seconds: float
+    retries: retry.Tally = dataclasses.field(default_factory=retry.Tally)
 
     @property
     def exit_code(self) -> errors.ExitCode:
@@ -77,6 +78,7 @@ class Summary:
             "pods_remaining": self.pods_remaining,
             "remaining": self.remaining,
             "api_requests": self.api_requests,
+            "retries": self.retries.as_dict(),
             "elapsed_seconds": round(self.elapsed_seconds, 3),
         }
 
@@ -121,6 +123,7 @@ class Teardown(watching.Watcher):
         *,
         clock: retry.Clock,
         stop: watching.StopFlag | None = None,
+        tally: retry.Tally | None = None,
     ) -> None:
         self._what = f"DaemonSet {config.namespace}/{config.daemonset}"
         super().__init__(
@@ -131,6 +134,7 @@ class Teardown(watching.Watcher):
             retry_budget=config.retry_budget,
             timeout=config.timeout,
             progress_interval=config.progress_interval,
+            tally=tally,
         )
         self._cfg = config
         self._field = f"metadata.name={config.daemonset}"
@@ -153,6 +157,7 @@ class Teardown(watching.Watcher):
             remaining=self._remaining,
             api_requests=self._api.api_requests,
             elapsed_seconds=self._elapsed(),
+            retries=self._tally,
         )
 
     def _remember(self, daemonset: Obj) -> None:

@@ -76,8 +76,10 @@ class Watcher(abc.ABC):
         retry_budget: float,
         timeout: float,
         progress_interval: float,
+        tally: retry.Tally | None = None,
     ) -> None:
         self._api = api
+        self._tally = tally if tally is not None else retry.Tally()
         self._watching = watching
         self._clock = clock
         self._stop = stop or StopFlag()
@@ -109,7 +111,7 @@ class Watcher(abc.ABC):
     # -- the mechanism ------------------------------------------------------------------
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
-        return retry.call(fn, policy=self._policy, clock=self._clock, what=what)
+        return retry.call(fn, policy=self._policy, clock=self._clock, what=what, tally=self._tally)
 
     def _elapsed(self) -> float:
         return self._clock.monotonic() - self._started
@@ -125,8 +127,13 @@ class Watcher(abc.ABC):
         """One watch session from the last resourceVersion, until the server ends it at
         the next progress tick, `_handle` says it is over, or the run must stop."""
         timeout = self._watch_seconds()
+        attempts = 0
 
         def session() -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:  # the one before broke off or could not be opened
+                self._tally.watch_restarts += 1
             for event in self._stop.events(self._open_watch(timeout)):
                 meta = event.object.get("metadata")
                 if isinstance(meta, dict) and meta.get("resourceVersion"):
@@ -137,6 +144,7 @@ class Watcher(abc.ABC):
         try:
             self._call(session, self._watching)
         except errors.Gone:
+            self._tally.relists += 1
             self._expired()
 
     def _tick(self) -> None:

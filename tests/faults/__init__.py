@@ -1,0 +1,1 @@
+"""Fault injection between our programs and the local kube-apiserver (proxy.py)."""
