@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.cluster import kubeapi
-from tests.cluster.cluster import REPO, Cluster
+from tests.cluster.certs import kubeconfig_text
+from tests.cluster.cluster import REPO, VENV_BIN, Cluster
 
 CHART = REPO / "helm-chart" / "kata-deploy"
 NODE_LABEL = "katacontainers.io/kata-runtime"
@@ -234,3 +237,75 @@ def assert_hosts_pristine(cluster: Cluster, names: Sequence[str]) -> None:
         before = nodes.tree_digest(cluster.node_original(name))
         changed = sorted(set(now.items()) ^ set(before.items()))
         assert now == before, f"host directory of {name} differs from its original: {changed[:10]}"
+
+
+@dataclass(frozen=True)
+class ChartDispatcher:
+    """The chart's install dispatcher, set up to run as a local process: the chart's
+    RBAC and ConfigMaps applied, its dispatcher Job created suspended (the owner of the
+    per-node Jobs), its container's arguments with the job template written locally, and
+    a token of its ServiceAccount (so the chart's RBAC is what it gets)."""
+
+    namespace: str
+    args: list[str]
+    token: str
+    owner: Obj  # the dispatcher Job, as the chart renders it (suspended)
+    objects: Path  # what was applied, for `kubectl delete -f`
+
+    @property
+    def owner_name(self) -> str:
+        return str(self.owner["metadata"]["name"])
+
+    def run(self, cluster: Cluster, server: str, log: Path, *extra: str) -> subprocess.Popen[str]:
+        """Start it against `server` (the apiserver, or a proxy in front of it); its
+        stderr goes to `log`, its stdout (the summary) to the returned process."""
+        kubeconfig = log.with_suffix(".kubeconfig")
+        kubeconfig.write_text(
+            kubeconfig_text(
+                server=server, ca_cert=cluster.certs.ca_cert, user={"token": self.token}
+            )
+        )
+        argv = [str(VENV_BIN / "kata-dispatcher"), *self.args, "--kubeconfig", str(kubeconfig),
+                "--progress-interval", "5", "--timeout", "300", *extra]  # fmt: skip
+        env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(log.parent),
+               "POD_NAMESPACE": self.namespace}  # fmt: skip
+        with log.open("w") as err:
+            return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+
+
+def chart_dispatcher(
+    cluster: Cluster, tmp: Path, namespace: str, release: str, *helm_args: str
+) -> ChartDispatcher:
+    """`helm template` the chart with `helm_args`, apply what the install dispatcher
+    needs and return it ready to run (ChartDispatcher)."""
+    out = helm(cluster, "template", release, str(CHART), "-n", namespace, *helm_args).stdout
+    docs = [d for d in yaml.safe_load_all(out) if isinstance(d, dict)]
+    keep = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+            "ConfigMap"}  # fmt: skip
+    kubectl(cluster, "create", "namespace", namespace)
+    objects = tmp / "objects.yaml"
+    objects.write_text(yaml.safe_dump_all([d for d in docs if d["kind"] in keep]))
+    # Every object names its namespace (the installer's Events Role lives in "default").
+    kubectl(cluster, "apply", "-f", str(objects))
+    owner = next(
+        d
+        for d in docs
+        if d["kind"] == "Job" and "post-install" in d["metadata"]["annotations"]["helm.sh/hook"]
+    )
+    owner["spec"]["suspend"] = True
+    cluster.api("BatchV1Api").create_namespaced_job(namespace, owner)
+    templates = next(
+        d for d in docs if d["kind"] == "ConfigMap" and "install-job.yaml" in d["data"]
+    )
+    template = tmp / "install-job.yaml"
+    template.write_text(templates["data"]["install-job.yaml"])
+    pod = owner["spec"]["template"]["spec"]
+    args = list(pod["containers"][0]["args"])
+    args[args.index("--template") + 1] = str(template)
+    token = kubeapi.get_json(
+        cluster.core().create_namespaced_service_account_token,
+        pod["serviceAccountName"],
+        namespace,
+        {"spec": {"audiences": [], "expirationSeconds": 3600}},
+    )["status"]["token"]
+    return ChartDispatcher(namespace, args, str(token), owner, objects)

@@ -33,17 +33,14 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from tests.cluster import kubeapi
-from tests.cluster.certs import kubeconfig_text
-from tests.cluster.cluster import VENV_BIN, Cluster, ClusterSpec
+from tests.cluster.cluster import Cluster, ClusterSpec
 from tests.e2e import helpers
 from tests.e2e.conftest import running_cluster
-from tests.e2e.helpers import CHART, PREFIX, TIMES, wait_for
+from tests.e2e.helpers import PREFIX, TIMES, wait_for
 
 NS = "dispatch"
 RELEASE = "disp"
@@ -61,72 +58,22 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="module")
-def chart(big: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Apply the chart's RBAC and ConfigMaps; create its dispatcher Job suspended."""
-    tmp = tmp_path_factory.mktemp("dispatch-chart")
-    out = helpers.helm(big, "template", RELEASE, str(CHART), "-n", NS,
-                       "--set", "deploymentMode=job", "--set", f"job.parallelism={PARALLELISM}",
-                       "--set", "job.backoffLimit=0", "--set", "job.reinstall=true",
-                       "--set-json", "job.nodeSelectorExpressions=[]").stdout  # fmt: skip
-    docs = [d for d in yaml.safe_load_all(out) if isinstance(d, dict)]
-    keep = {
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
-        "ConfigMap",
-    }
-    helpers.kubectl(big, "create", "namespace", NS)
-    objects = tmp / "objects.yaml"
-    objects.write_text(yaml.safe_dump_all([d for d in docs if d["kind"] in keep]))
-    # Every object names its namespace (the installer's Events Role lives in "default").
-    helpers.kubectl(big, "apply", "-f", str(objects))
-    dispatcher = next(
-        d
-        for d in docs
-        if d["kind"] == "Job" and "post-install" in d["metadata"]["annotations"]["helm.sh/hook"]
-    )
-    dispatcher["spec"]["suspend"] = True
-
-    big.api("BatchV1Api").create_namespaced_job(NS, dispatcher)
-    templates = next(
-        d for d in docs if d["kind"] == "ConfigMap" and "install-job.yaml" in d["data"]
-    )
-    template = tmp / "install-job.yaml"
-    template.write_text(templates["data"]["install-job.yaml"])
-    pod = dispatcher["spec"]["template"]["spec"]
-    args = list(pod["containers"][0]["args"])
-    args[args.index("--template") + 1] = str(template)
-    token = kubeapi.get_json(
-        big.core().create_namespaced_service_account_token,
-        pod["serviceAccountName"],
-        NS,
-        {"spec": {"audiences": [], "expirationSeconds": 3600}},
-    )["status"]["token"]
-    kubeconfig = tmp / "dispatcher.kubeconfig"
-    kubeconfig.write_text(
-        kubeconfig_text(server=big.server, ca_cert=big.certs.ca_cert, user={"token": token})
-    )
-    return {
-        "args": args,
-        "kubeconfig": kubeconfig,
-        "owner": dispatcher["metadata"]["name"],
-        "dispatcher": dispatcher,
-    }
+def chart(big: Cluster, tmp_path_factory: pytest.TempPathFactory) -> helpers.ChartDispatcher:
+    """The chart's install dispatcher, every node selected, ready to run locally."""
+    return helpers.chart_dispatcher(
+        big, tmp_path_factory.mktemp("dispatch-chart"), NS, RELEASE,
+        "--set", "deploymentMode=job", "--set", f"job.parallelism={PARALLELISM}",
+        "--set", "job.backoffLimit=0", "--set", "job.reinstall=true",
+        "--set-json", "job.nodeSelectorExpressions=[]",
+    )  # fmt: skip
 
 
-def _dispatcher(big: Cluster, chart: dict[str, Any], log: Path) -> subprocess.Popen[str]:
-    argv = [str(VENV_BIN / "kata-dispatcher"), *chart["args"], "--namespace", NS,
-            "--kubeconfig", str(chart["kubeconfig"]), "--progress-interval", "5",
-            "--timeout", "300"]  # fmt: skip
-    env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(log.parent)}
-    with log.open("w") as err:
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+def _dispatcher(big: Cluster, chart: helpers.ChartDispatcher, log: Path) -> subprocess.Popen[str]:
+    return chart.run(big, big.server, log)
 
 
 def test_killed_and_rerun_dispatcher_converges_within_parallelism(
-    big: Cluster, chart: dict[str, Any], tmp_path: Path
+    big: Cluster, chart: helpers.ChartDispatcher, tmp_path: Path
 ) -> None:
     t0 = time.monotonic()
     st = big.state
@@ -166,7 +113,7 @@ def test_killed_and_rerun_dispatcher_converges_within_parallelism(
 
 
 def test_a_new_dispatcher_takes_over_and_the_configmap_collects_them(
-    big: Cluster, chart: dict[str, Any], tmp_path: Path
+    big: Cluster, chart: helpers.ChartDispatcher, tmp_path: Path
 ) -> None:
     if not helpers.jobs(big, NS, f"{PREFIX}/release={RELEASE}"):
         # Run alone: the finished rollout the first case leaves, made here.
@@ -177,11 +124,11 @@ def test_a_new_dispatcher_takes_over_and_the_configmap_collects_them(
               for j in helpers.jobs(big, NS, f"{PREFIX}/release={RELEASE}")}  # fmt: skip
     assert len(before) == len(big.kwok_node_names())
     batch = big.api("BatchV1Api")
-    batch.delete_namespaced_job(chart["owner"], NS, propagation_policy="Background")
+    batch.delete_namespaced_job(chart.owner_name, NS, propagation_policy="Background")
     wait_for(
         "the dispatcher Job to be gone",
         lambda: (
-            not [j for j in helpers.jobs(big, NS, "") if j["metadata"]["name"] == chart["owner"]]
+            not [j for j in helpers.jobs(big, NS, "") if j["metadata"]["name"] == chart.owner_name]
         ),
         timeout=60,
     )
@@ -191,7 +138,7 @@ def test_a_new_dispatcher_takes_over_and_the_configmap_collects_them(
     assert survivors == before, "deleting the dispatcher Job collected per-node Jobs"
 
     # What helm upgrade does: a new dispatcher Job of the same name, then the dispatcher.
-    owner = chart["dispatcher"]
+    owner = chart.owner
     batch.create_namespaced_job(NS, owner)
     rerun = _dispatcher(big, chart, tmp_path / "rerun.log")
     out, _ = rerun.communicate(timeout=300)

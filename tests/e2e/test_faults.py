@@ -60,9 +60,7 @@ import pytest
 import yaml
 
 from tests import evidence
-from tests.cluster import kubeapi
-from tests.cluster.certs import kubeconfig_text
-from tests.cluster.cluster import REPO, VENV_BIN, Cluster, ClusterSpec
+from tests.cluster.cluster import REPO, Cluster, ClusterSpec
 from tests.e2e import helpers
 from tests.e2e.conftest import running_cluster
 from tests.e2e.helpers import CHART, FAULTS, PREFIX, TIMES, wait_for
@@ -323,65 +321,17 @@ def test_apiserver_killed_and_restarted(cluster: Cluster, tmp_path: Path) -> Non
 # ---------------------------------------------------------------- the budget runs out
 
 
-def _chart_dispatcher(cluster: Cluster, tmp: Path, ns: str, release: str) -> dict[str, Any]:
-    """The chart's objects applied, its dispatcher Job created suspended (the owner), and
-    the arguments of its container (as test_dispatcher_cluster does)."""
-    out = helpers.helm(cluster, "template", release, str(CHART), "-n", ns,
-                       "-f", str(_values(tmp, None))).stdout  # fmt: skip
-    docs = [d for d in yaml.safe_load_all(out) if isinstance(d, dict)]
-    keep = {"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding",
-            "ConfigMap"}  # fmt: skip
-    helpers.kubectl(cluster, "create", "namespace", ns)
-    objects = tmp / "objects.yaml"
-    objects.write_text(yaml.safe_dump_all([d for d in docs if d["kind"] in keep]))
-    helpers.kubectl(cluster, "apply", "-f", str(objects))
-    dispatcher = next(
-        d
-        for d in docs
-        if d["kind"] == "Job" and "post-install" in d["metadata"]["annotations"]["helm.sh/hook"]
-    )
-    dispatcher["spec"]["suspend"] = True
-    cluster.api("BatchV1Api").create_namespaced_job(ns, dispatcher)
-    template = next(d for d in docs if d["kind"] == "ConfigMap" and "install-job.yaml" in d["data"])
-    (tmp / "install-job.yaml").write_text(template["data"]["install-job.yaml"])
-    pod = dispatcher["spec"]["template"]["spec"]
-    args = list(pod["containers"][0]["args"])
-    args[args.index("--template") + 1] = str(tmp / "install-job.yaml")
-    token = kubeapi.get_json(
-        cluster.core().create_namespaced_service_account_token,
-        pod["serviceAccountName"],
-        ns,
-        {"spec": {"audiences": [], "expirationSeconds": 3600}},
-    )["status"]["token"]
-    return {"args": args, "token": token, "objects": objects}
-
-
-def _run_dispatcher(
-    cluster: Cluster, chart: dict[str, Any], server: str, tmp: Path, name: str, *extra: str
-) -> subprocess.Popen[str]:
-    kubeconfig = tmp / f"{name}.kubeconfig"
-    kubeconfig.write_text(
-        kubeconfig_text(
-            server=server, ca_cert=cluster.certs.ca_cert, user={"token": chart["token"]}
-        )
-    )
-    argv = [str(VENV_BIN / "kata-dispatcher"), *chart["args"], "--kubeconfig", str(kubeconfig),
-            "--progress-interval", "5", "--timeout", "300", *extra]  # fmt: skip
-    env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": str(tmp), "POD_NAMESPACE": chart["ns"]}
-    with (tmp / f"{name}.log").open("w") as log:
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-
-
 def test_exhausted_budget_then_rerun_converges(
     cluster: Cluster, proxy: FaultProxy, tmp_path: Path
 ) -> None:
     t0 = time.monotonic()
     name, ns, release = "budget_exhausted_rerun", "faults-budget", "f-budget"
-    chart = _chart_dispatcher(cluster, tmp_path, ns, release) | {"ns": ns}
+    chart = helpers.chart_dispatcher(
+        cluster, tmp_path, ns, release, "-f", str(_values(tmp_path, None))
+    )
     try:
         with helpers.JobWatch(cluster, ns, f"{PREFIX}/release={release}") as watch:
-            first = _run_dispatcher(cluster, chart, proxy.url, tmp_path, "first",
-                                    "--retry-budget", "8")  # fmt: skip
+            first = chart.run(cluster, proxy.url, tmp_path / "first.log", "--retry-budget", "8")
             _after(watch, 60)
             proxy.down(12)
             out, _ = first.communicate(timeout=120)
@@ -397,7 +347,7 @@ def test_exhausted_budget_then_rerun_converges(
             assert "giving up: the API server stayed unavailable" in log
 
             proxy.clear()  # (it listens again after 12 s anyway)
-            second = _run_dispatcher(cluster, chart, proxy.url, tmp_path, "second")
+            second = chart.run(cluster, proxy.url, tmp_path / "second.log")
             out, _ = second.communicate(timeout=300)
             assert second.returncode == 0, (tmp_path / "second.log").read_text()[-3000:]
             converged = json.loads(out.strip().splitlines()[-1])
@@ -419,7 +369,7 @@ def test_exhausted_budget_then_rerun_converges(
         }
         assert figures["retries"]["connection"] > 0
     finally:
-        helpers.kubectl(cluster, "delete", "-f", str(chart["objects"]), "--wait=false",
+        helpers.kubectl(cluster, "delete", "-f", str(chart.objects), "--wait=false",
                         check=False)  # fmt: skip
     _record(name, figures, tmp_path)
     TIMES[f"faults: {name}"] = time.monotonic() - t0
