@@ -173,7 +173,7 @@ def _record(name: str, figures: dict[str, Any], tmp_path: Path) -> None:
         what=str(figures["fault"]),
         happened=f"{figures['nodes_done']}/{figures['nodes_selected']} nodes done, "
         f"{figures['duplicates']} duplicate Jobs, peak {figures['peak_in_flight']} in flight "
-        f"of {figures['parallelism']}; {retries.get('total', 0)} retries "
+        f"of {figures['parallelism']}; {retries.get('total', 0)} retried requests "
         f"({retries.get('rate_limited', 0)} after 429, {retries.get('server_error', 0)} after "
         f"5xx, {retries.get('connection', 0)} without an answer); dispatcher: "
         + ", then ".join(str(r["result"]) for r in runs)
@@ -189,9 +189,13 @@ def _record(name: str, figures: dict[str, Any], tmp_path: Path) -> None:
             "nodes_done": figures["nodes_done"],
             "duplicates": figures["duplicates"],
             "within_parallelism": figures["peak_in_flight"] <= figures["parallelism"],
+            "final_result": runs[-1]["result"] if runs else None,
+        },
+        measured={
+            "retries": retries,
+            "peak_in_flight": figures["peak_in_flight"],
             "results": [r["result"] for r in runs],
         },
-        measured={"retries": retries, "peak_in_flight": figures["peak_in_flight"]},
     )
 
 
