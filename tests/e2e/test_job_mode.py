@@ -130,6 +130,18 @@ def _dispatcher_summary(cluster: Cluster, ns: str, release: str) -> dict[str, An
     return summary
 
 
+def _pods_of(cluster: Cluster, jobs: list[helpers.Obj]) -> dict[str, list[str]]:
+    """Each Job's pods' UIDs (pods carry their Job's UID in `controller-uid`)."""
+    uids = {j["metadata"]["uid"]: j["metadata"]["name"] for j in jobs}
+    pods = kubeapi.get_json(cluster.core().list_namespaced_pod, NS)["items"]
+    found: dict[str, list[str]] = {}
+    for pod in pods:
+        owner = (pod["metadata"].get("labels") or {}).get("batch.kubernetes.io/controller-uid")
+        if owner in uids:
+            found.setdefault(uids[owner], []).append(pod["metadata"]["uid"])
+    return {name: sorted(u) for name, u in found.items()}
+
+
 def _host_state(cluster: Cluster, names: list[str]) -> dict[str, dict[str, object]]:
     """Content and mtime of every file of each host (what "no real work" must not change)."""
     result: dict[str, dict[str, object]] = {}
@@ -286,6 +298,8 @@ def test_killed_dispatcher_then_upgrade_converges(
         assert DISPATCHER in err, err
         partial = {helpers.job_node(j) for j in new_jobs()}
         assert partial < set(selected), "the killed dispatcher still covered every node"
+        pods_before = _pods_of(fleet, new_jobs())
+        assert pods_before, "the killed run's Jobs have no pods to compare"
 
         # --reuse-values takes the last *deployed* release's values: name the change again.
         helm(fleet, "upgrade", RELEASE, str(CHART), "-n", NS, "--reuse-values",
@@ -305,6 +319,9 @@ def test_killed_dispatcher_then_upgrade_converges(
         j["metadata"]["name"] for j in jobs if j["status"].get("failed")
     ]
     assert len({j["metadata"]["labels"][TEMPLATE_HASH] for j in jobs}) == 1
+    # the Jobs the killed run started kept their pods: same pod UIDs after the adoption
+    pods_after = _pods_of(fleet, jobs)
+    assert {j: pods_after.get(j) for j in pods_before} == pods_before
     assert watch.peak <= 5, watch.peak
     assert set(pool["runner"]) <= helpers.labelled(fleet)
     TIMES["4 killed dispatcher + upgrade"] = time.monotonic() - t0
