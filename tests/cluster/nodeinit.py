@@ -26,7 +26,12 @@ What it does, in order:
 4. It serves ``/run/kata-node/control.sock``: ``restart UNIT`` stops the unit's main
    process only (SIGTERM, then SIGKILL after 10 s; shims and pods keep running, like
    systemd's ``KillMode=process``) and starts it again; ``is-active UNIT``; ``fail-next
-   UNIT N`` makes the next N restarts of UNIT fail, as a refusing service manager would.
+   UNIT N`` makes the next N restarts of UNIT fail, as a refusing service manager would;
+   ``pause-next UNIT SECONDS`` makes the next restart of UNIT wait that long between the
+   stop and the start, as a slow unit would, and logs ``UNIT is stopped; starting it in
+   SECONDS s (injected pause)`` when the wait begins (``pause-next UNIT 0`` disarms it).
+   A restart, once asked for, always runs to its end, even if the caller dies meanwhile
+   (as systemd's restart job does).
 5. As PID 1 it reaps every orphan (shims, exited containers) and, on SIGTERM, stops the
    units and exits, which ends every process left in the namespace.
 
@@ -88,6 +93,7 @@ class Supervisor:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.restarting: set[str] = set()
         self.fail_next: dict[str, int] = {}
+        self.pause_next: dict[str, float] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
@@ -135,6 +141,10 @@ class Supervisor:
             try:
                 t0 = time.monotonic()
                 self.stop(unit_name)
+                pause = self.pause_next.pop(unit_name, 0.0)
+                if pause:
+                    log(f"{unit_name} is stopped; starting it in {pause:g} s (injected pause)")
+                    time.sleep(pause)
                 self.start(unit_name)
                 log(f"restarted {unit_name} in {time.monotonic() - t0:.2f}s")
             finally:
@@ -184,12 +194,24 @@ class Supervisor:
             with self.lock:
                 self.fail_next[words[1].removesuffix(".service")] = int(words[2])
             return {"ok": True, "error": ""}
+        if len(words) == 3 and words[0] == "pause-next" and _seconds(words[2]) is not None:
+            with self.lock:
+                self.pause_next[words[1].removesuffix(".service")] = _seconds(words[2]) or 0.0
+            return {"ok": True, "error": ""}
         return {"ok": False, "error": f"unknown command {' '.join(words)!r}"}
 
     def shutdown(self) -> None:
         self.stopping.set()
         for name in reversed(self.order):
             self.stop(name)
+
+
+def _seconds(word: str) -> float | None:
+    try:
+        value = float(word)
+    except ValueError:
+        return None
+    return value if 0 <= value <= 60 else None
 
 
 def reap_orphans(supervisor: Supervisor) -> None:

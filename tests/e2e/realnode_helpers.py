@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -371,6 +372,78 @@ def nodeinit_command(cluster: Cluster, node: str, *words: str) -> None:
         capture_output=True,
         timeout=30,
     )
+
+
+# ------------------------------------------------------------------ kills
+
+
+def installer_processes(stage: str) -> list[int]:
+    """PIDs (as this machine sees them) of installer processes running ``stage``.
+
+    The chart starts each stage as ``kata-installer --config FILE STAGE``, the container's
+    first process: killing it ends the container, as an OOM kill or a node fault would.
+    """
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")[:-1]
+        except OSError:
+            continue
+        named = any(a.endswith(b"kata-installer") for a in argv[:2])
+        if named and argv and argv[-1] == stage.encode():
+            found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class KillDuringRestart:
+    """SIGKILLs the installer's ``stage`` while the node's containerd is stopped mid-restart.
+
+    On entry it asks the node's service manager to hold its next containerd restart
+    ``pause`` seconds between the stop and the start (``pause-next``, tests/cluster/
+    nodeinit.py), then follows the node's PID 1 log; when the pause begins, the installer
+    is blocked in ``systemctl restart containerd`` and containerd is down: that is when
+    every process running ``stage`` is SIGKILLed. The service manager finishes the
+    restart anyway, as systemd does for a client that died. ``killed`` lists the PIDs.
+    An empty ``stage`` kills nothing: the restart is only held (the same timing, no kill).
+    """
+
+    cluster: Cluster
+    node: str
+    stage: str
+    pause: float = 4.0
+    killed: list[int] = field(default_factory=list)
+
+    def __enter__(self) -> KillDuringRestart:
+        self._log = self.cluster.dir / "logs" / f"node-{self.node}.log"
+        self._offset = self._log.stat().st_size
+        nodeinit_command(self.cluster, self.node, "pause-next", "containerd", f"{self.pause:g}")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        nodeinit_command(self.cluster, self.node, "pause-next", "containerd", "0")
+
+    def _paused(self) -> bool:
+        with self._log.open("rb") as f:
+            f.seek(self._offset)
+            return b"containerd is stopped; starting it in" in f.read()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            if not self._paused():
+                continue
+            for pid in installer_processes(self.stage) if self.stage else []:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed.append(pid)
+            return
 
 
 # ------------------------------------------------------------------ pod security

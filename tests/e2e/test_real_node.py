@@ -25,7 +25,19 @@ Cases (each runs alone: `pytest tests/e2e/test_real_node.py -k NAME`):
   the node, its handlers listed at that moment;
 - test_pod_security_admission: with real admission, the dispatcher's pods pass
   `restricted` and the installer's pods are refused there and admitted under
-  `privileged`.
+  `privileged`;
+- test_installer_killed_while_containerd_is_down[job|daemonset]: the node's service
+  manager holds containerd stopped for a few seconds in the middle of the restart the
+  installer asked for, and in that window the installer is SIGKILLed (its `cri`
+  container in job mode, the DaemonSet's one container running every stage); the
+  restart still finishes, the retry (a new pod of the per-node Job, or the kubelet
+  starting the DaemonSet's container again) finds the restart still owed and pays it,
+  and the node is labelled with its handlers served: exactly two containerd restarts,
+  the one the kill interrupted and the one the retry owed. In job mode the same kill
+  hits the per-node cleanup Job's `revert-cri` during `helm uninstall`, whose retry pays
+  that restart too. Either way the node's /etc and /opt end byte-identical to before
+  the install. (A DaemonSet pod killed while it reverts on SIGTERM is not restarted by
+  the kubelet, as its pod is being deleted: that case is not covered here.)
 """
 
 from __future__ import annotations
@@ -36,8 +48,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import evidence
+from tests.cluster.cluster import Cluster
 from tests.e2e import helpers, realnode_helpers
-from tests.e2e.helpers import CHART, TIMES, helm, wait_for
+from tests.e2e.helpers import CHART, PREFIX, TIMES, helm, wait_for
 
 NODE = "real-00"
 
@@ -233,3 +247,77 @@ def test_refused_restart_is_paid_by_the_next_upgrade(real: realnode_helpers.Real
     helm(cluster, "uninstall", release, "-n", ns, "--wait", "--timeout", "5m")
     _assert_removed(real, handlers, before)
     assert realnode_helpers.node_result(cluster, NODE, release) == {}
+
+
+# mode -> (the installer process killed during install, the container that logs its cri)
+KILLED_ON_INSTALL = {"job": ("cri", "cri"), "daemonset": ("daemonset", "kata-installer")}
+
+
+def _retries(cluster: Cluster, ns: str, release: str, stage: str, mode: str) -> int:
+    """How often the killed installer was run again by Kubernetes itself."""
+    if mode == "daemonset" and stage == "install":
+        pod = realnode_helpers.installer_pod(cluster, ns)
+        return int(pod["status"]["containerStatuses"][0]["restartCount"])
+    jobs = helpers.jobs(cluster, ns, f"{PREFIX}/release={release},{PREFIX}/stage={stage}")
+    assert len(jobs) == 1, [j["metadata"]["name"] for j in jobs]
+    assert helpers.finished(jobs[0]) == "Complete", jobs[0]["status"]
+    return int(jobs[0]["status"].get("failed", 0))
+
+
+@pytest.mark.parametrize("mode", ["job", "daemonset"])
+def test_installer_killed_while_containerd_is_down(
+    real: realnode_helpers.RealCluster, mode: str
+) -> None:
+    cluster = real.cluster
+    release = ns = f"kata-real-killed-{mode}"
+    before = realnode_helpers.node_tree(cluster, NODE)
+    restarts = realnode_helpers.containerd_restarts(cluster, NODE)
+    t0 = time.monotonic()
+    process, container = KILLED_ON_INSTALL[mode]
+    with realnode_helpers.KillDuringRestart(cluster, NODE, process) as install_kill:
+        helm(cluster, *_install_args(real, release, ns), "--set", f"deploymentMode={mode}",
+             "--wait", "--timeout", "5m")  # fmt: skip
+        handlers = _assert_installed(real, release, ns)
+    assert install_kill.killed, f"`kata-installer {process}` was never seen during the restart"
+    assert realnode_helpers.containerd_restarts(cluster, NODE) == restarts + 2
+    logs = realnode_helpers.pod_logs(cluster, ns, container=container)
+    assert "a restart of containerd is still owed by an earlier run" in logs, logs
+    install_retries = _retries(cluster, ns, release, "install", mode)
+    assert install_retries == 1, install_retries
+    assert realnode_helpers.node_result(cluster, NODE, release)["outcome"] == "installed"
+    TIMES[f"real node ({mode}): install, killed while containerd was down"] = time.monotonic() - t0
+
+    t1 = time.monotonic()
+    kill_on_uninstall = mode == "job"
+    with realnode_helpers.KillDuringRestart(
+        cluster, NODE, "revert-cri" if kill_on_uninstall else ""
+    ) as uninstall_kill:
+        helm(cluster, "uninstall", release, "-n", ns, "--wait", "--timeout", "5m")
+    assert bool(uninstall_kill.killed) == kill_on_uninstall, uninstall_kill.killed
+    _assert_removed(real, handlers, before)
+    kills = 1 + kill_on_uninstall
+    assert realnode_helpers.containerd_restarts(cluster, NODE) == restarts + 2 + kills
+    assert realnode_helpers.node_result(cluster, NODE, release) == {}
+    TIMES[f"real node ({mode}): uninstall after the kill"] = time.monotonic() - t1
+    on_uninstall = (
+        " and once in the per-node cleanup Job's `revert-cri` during `helm uninstall`"
+        if kill_on_uninstall
+        else ""
+    )
+    evidence.record(
+        f"installer-killed-real-node-{mode}",
+        area="kills",
+        what=f"on the real kubelet + containerd node, {mode} mode: the installer SIGKILLed "
+        "while containerd was stopped in the middle of the restart it asked for, in "
+        f"`kata-installer {process}` during `helm install`{on_uninstall}",
+        happened="the restart finished without its caller; the retry found it still owed "
+        f"and paid it ({2 + kills} restarts in all); the node labelled with its handlers "
+        "served, then after uninstall no handler, no label, no result, /etc and /opt "
+        "byte-identical to before",
+        test=f"tests/e2e/test_real_node.py::test_installer_killed_while_containerd_is_down[{mode}]",
+        stable={"kills": kills, "containerd_restarts": 2 + kills, "byte_identical": True},
+        measured={
+            "install_seconds": round(t1 - t0, 1),
+            "uninstall_seconds": round(time.monotonic() - t1, 1),
+        },
+    )
