@@ -69,8 +69,8 @@ def _per_node_jobs(docs: apichecks.Documents) -> list[Obj]:
 
 def _dry_run(
     cluster: Cluster, index: int, out: valuecases.Outcome, workdir: pathlib.Path
-) -> list[str]:
-    """Problems the server found with the case's objects (empty: all accepted)."""
+) -> tuple[int, list[str]]:
+    """(objects sent, problems the server found with them: empty when all accepted)."""
     case = out.case
     docs = apichecks.documents(out.manifest)
     built = _per_node_jobs(docs)
@@ -88,9 +88,9 @@ def _dry_run(
     if done.returncode == 0:
         accepted = len(done.stdout.split())
         if accepted == objects:
-            return []
-        return [f"{case.name}: the server answered for {accepted} of {objects} objects"]
-    return [f"{case.name}: {line}" for line in done.stderr.splitlines() if line.strip()]
+            return objects, []
+        return objects, [f"{case.name}: the server answered for {accepted} of {objects} objects"]
+    return objects, [f"{case.name}: {line}" for line in done.stderr.splitlines() if line.strip()]
 
 
 def test_rendered_fuzzed_values_pass_a_server_dry_run(
@@ -108,19 +108,12 @@ def test_rendered_fuzzed_values_pass_a_server_dry_run(
                 rendered.append(out)
         # kubectl spends most of its time waiting on the server: a few at a time.
         with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-            found = [
-                p
-                for problems in pool.map(
-                    lambda io: _dry_run(fleet, io[0], io[1], tmp_path), enumerate(rendered)
-                )
-                for p in problems
-            ]
+            answers = list(
+                pool.map(lambda io: _dry_run(fleet, io[0], io[1], tmp_path), enumerate(rendered))
+            )
+        found = [p for _, problems in answers for p in problems]
         assert not found, "the server refused what the chart rendered:\n" + "\n".join(found[:40])
-        objects = sum(
-            len(apichecks.documents(o.manifest))
-            + len(_per_node_jobs(apichecks.documents(o.manifest)))
-            for o in rendered
-        )
+        objects = sum(n for n, _ in answers)
         evidence.record(
             "fuzz-values-server-dry-run",
             area="fuzz",
