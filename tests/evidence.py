@@ -10,7 +10,8 @@ Each record is written to tests/results/evidence/<id>.json (git-ignored, this ru
 
 docs/evidence/<id>.json holds the records the README's table is made from (committed).
 `python3 -m tests.evidence update` copies this run's records there and rewrites the
-table between `<!-- evidence:begin` and `<!-- evidence:end -->`; `make test` ends with
+table between `<!-- evidence:begin` and `<!-- evidence:end -->` (and the faults table,
+made from the fault records' figures by tests/faults/report.py); `make test` ends with
 `python3 -m tests.evidence check`: every committed record was made again by this run
 with the same stable figures, so no claim in the table outlives the test behind it.
 tests/docs/test_readme.py checks that the table is the one the records make.
@@ -76,6 +77,11 @@ def _records(where: pathlib.Path) -> dict[str, Record]:
     return {p.stem: Record.load(p) for p in sorted(where.glob("*.json"))}
 
 
+def committed() -> dict[str, Record]:
+    """The records the README is made from (docs/evidence/)."""
+    return _records(COMMITTED)
+
+
 def _order(rec: Record) -> tuple[int, str, str]:
     area = AREAS.index(rec.area) if rec.area in AREAS else len(AREAS)
     return area, rec.area, rec.id
@@ -93,10 +99,15 @@ def markdown(records: dict[str, Record] | None = None) -> str:
     return "\n".join(lines)
 
 
-def readme_block(text: str) -> tuple[int, int]:
-    """Start and end offsets of the table between the evidence markers in `text`."""
-    begin = text.index(BEGIN)
-    return text.index("\n", begin) + 1, text.index(END)
+def readme_block(text: str, begin: str = BEGIN, end: str = END) -> tuple[int, int]:
+    """Start and end offsets of the table between two markers in `text` (by default the
+    evidence table's)."""
+    return text.index("\n", text.index(begin)) + 1, text.index(end)
+
+
+def _replace_block(text: str, begin: str, end: str, body: str) -> str:
+    start, stop = readme_block(text, begin, end)
+    return text[:start] + body + "\n" + text[stop:]
 
 
 def check() -> list[str]:
@@ -117,7 +128,10 @@ def check() -> list[str]:
 
 
 def update() -> None:
-    """Copy this run's records to docs/evidence/ and rewrite the README's table."""
+    """Copy this run's records to docs/evidence/ and rewrite the README's tables made
+    from them: the evidence table and the faults table (tests/faults/report.py)."""
+    from tests.faults import report
+
     fresh = _records(FRESH)
     if not fresh:
         raise SystemExit(f"no records in {FRESH}: run `make test` (or the tests) first")
@@ -128,8 +142,9 @@ def update() -> None:
     for id_, rec in fresh.items():
         (COMMITTED / f"{id_}.json").write_text(rec.dump(), encoding="utf-8")
     text = README.read_text(encoding="utf-8")
-    start, end = readme_block(text)
-    README.write_text(text[:start] + markdown() + "\n" + text[end:], encoding="utf-8")
+    text = _replace_block(text, BEGIN, END, markdown())
+    text = _replace_block(text, report.BEGIN, report.END, report.markdown(report.load()))
+    README.write_text(text, encoding="utf-8")
 
 
 def main(argv: list[str]) -> int:

@@ -10,7 +10,7 @@ every path is relative to the repository root. Cases, one per table row:
   `a` has keys under it; `<name>`: any key at that level); unquoted prose is allowed;
 - the table has its five columns, and at least one row.
 Also: the privileges matrix is tests/e2e/privileges.py's, and the faults table is the
-one tests/faults/report.py makes from the figures tests/e2e/test_faults.py wrote.
+one tests/faults/report.py makes from the fault scenarios' committed evidence records.
 """
 
 from __future__ import annotations
@@ -146,13 +146,14 @@ def test_the_evidence_table_is_the_one_the_kept_records_make() -> None:
 
 
 def test_the_faults_table_is_what_the_e2e_measured() -> None:
+    from tests import evidence
     from tests.faults import report
 
     text = README.read_text(encoding="utf-8")
-    begin = text.index("<!-- faults:begin")
-    start = text.index("\n", begin) + 1
-    end = text.index("<!-- faults:end -->")
+    start, end = evidence.readme_block(text, report.BEGIN, report.END)
     expected = report.markdown(report.load())
+    assert len(report.load()) == len(report.ORDER), sorted(report.load())
     assert text[start:end].strip() == expected, (
-        "README's faults table differs from tests/faults/results/*.json; paste:\n" + expected
+        "README's faults table differs from the records in docs/evidence/; run "
+        "`python3 -m tests.evidence update` after a full `make test`"
     )

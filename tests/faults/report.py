@@ -1,25 +1,26 @@
 """The figures of the fault scenarios (tests/e2e/test_faults.py) as one Markdown table.
 
 Why: the README's "faults on the real control plane" table must be what the tests
-measured, not what someone typed. Each scenario writes its figures as
-``<scenario>.json`` (here in ``results/`` when run with
-``KATA_DEPLOY_FAULT_RESULTS=tests/faults/results``, else under pytest's base directory,
-so `make test` never rewrites tracked files); ``markdown`` renders them, the e2e session
-prints that table, and tests/docs/test_readme.py checks the README carries exactly the
-one ``results/`` gives.
+measured, not what someone typed. Each scenario keeps its figures in its evidence record
+(tests/evidence.py: ``fault-<scenario>``, under ``measured.figures``), the same record
+the README's evidence table is made from, so one run's figures feed both tables.
+``markdown`` renders them: the e2e session prints the table of its own run,
+``python3 -m tests.evidence update`` writes the committed records' table into the README,
+and tests/docs/test_readme.py checks the README carries exactly that one.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from tests import evidence
+
+BEGIN = "<!-- faults:begin"
+END = "<!-- faults:end -->"
 # The order of the rows: the order the scenarios run in.
 ORDER = (
     "api_unreachable_20s",
-    "http_429_503_30s",
+    "http_429_503_60s",
     "watch_cuts_and_delays",
     "apiserver_restart",
     "budget_exhausted_rerun",
@@ -27,9 +28,15 @@ ORDER = (
 )
 
 
-def load(results: Path = RESULTS) -> dict[str, dict[str, Any]]:
-    """Every scenario's figures found under ``results``, in ``ORDER``."""
-    found = {p.stem: json.loads(p.read_text()) for p in results.glob("*.json")}
+def load(records: dict[str, evidence.Record] | None = None) -> dict[str, dict[str, Any]]:
+    """Every fault scenario's figures in ``records`` (default: the committed ones), in
+    ``ORDER``."""
+    recs = records if records is not None else evidence.committed()
+    found = {
+        r.measured["figures"]["scenario"]: r.measured["figures"]
+        for r in recs.values()
+        if r.area == "faults" and "figures" in r.measured
+    }
     return {name: found[name] for name in sorted(found, key=_rank)}
 
 
