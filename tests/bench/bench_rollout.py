@@ -21,7 +21,10 @@ with parallelism P and records:
   its wall time, the per-node Jobs it created (the target is none) and its API requests.
 
 Prints a table and writes tests/bench/results/rollout.json. Sizes come from
-$KATA_DEPLOY_BENCH_SIZES (default "100,1000,5000").
+$KATA_DEPLOY_BENCH_SIZES (default "100,1000,5000"). A run of some sizes replaces only
+those sizes' rows in the file and keeps the others; every row carries the date it was
+measured, and the comparisons inside a row (ours, the bare creator, the upgrade) always
+come from one run on one cluster.
 """
 
 from __future__ import annotations
@@ -58,11 +61,22 @@ def _parallelism(nodes: int) -> int:
     return 10 if nodes < 1000 else nodes // 10
 
 
+def chart_args(parallelism: int) -> list[str]:
+    """The values this benchmark renders the chart with: job mode, every node selected.
+
+    tests/contracts renders them too, so a schema change that refuses them fails
+    `make test` rather than the next benchmark run.
+    """
+    return [
+        "--set", "deploymentMode=job", "--set", f"job.parallelism={parallelism}",
+        "--set", "job.backoffLimit=0", "--set-json", "job.nodeSelectorExpressions=[]",
+    ]  # fmt: skip
+
+
 def _setup_chart(cluster: Cluster, tmp: Path, parallelism: int) -> tuple[list[str], dict[str, Any]]:
-    out = helpers.helm(cluster, "template", RELEASE, str(helpers.CHART), "-n", NS,
-                       "--set", "deploymentMode=job", "--set", f"job.parallelism={parallelism}",
-                       "--set", "job.backoffLimit=0", "--set", "job.nodeSelectorExpressions=null",
-                       ).stdout  # fmt: skip
+    out = helpers.helm(
+        cluster, "template", RELEASE, str(helpers.CHART), "-n", NS, *chart_args(parallelism)
+    ).stdout
     docs = [d for d in yaml.safe_load_all(out) if isinstance(d, dict)]
     helpers.kubectl(cluster, "create", "namespace", NS)
     keep = [d for d in docs if d["kind"] in {"ServiceAccount", "ConfigMap"}]
@@ -289,6 +303,19 @@ def _upgrade_table(rows: list[dict[str, Any]]) -> str:
     return bench.table(rows, cols, width=10)
 
 
+def _previous_rows() -> list[dict[str, Any]]:
+    if not RESULTS.exists():
+        return []
+    return list(json.loads(RESULTS.read_text(encoding="utf-8")).get("results", []))
+
+
+def _merged(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """This run's rows replace the file's rows of the same size; the rest stay, by size."""
+    by_size = {row["nodes"]: row for row in old}
+    by_size.update({row["nodes"]: row for row in new})
+    return [by_size[n] for n in sorted(by_size)]
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[bench] %(message)s", stream=sys.stderr)
     for noisy in ("kubernetes", "urllib3"):
@@ -298,7 +325,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kata-bench-") as tmp:
         for nodes in sizes:
             sys.stderr.write(f"bench_rollout: {nodes} nodes...\n")
-            rows.append(_run(nodes, Path(tmp)))
+            row = _run(nodes, Path(tmp))
+            row["measured_on"] = time.strftime("%Y-%m-%d", time.gmtime())
+            rows.append(row)
             sys.stdout.write(_table(rows[-1:]) + "\n")
     table = _table(rows)
     sys.stdout.write(
@@ -306,7 +335,8 @@ def main() -> None:
         + table + "\n"
     )  # fmt: skip
     sys.stdout.write("\nhelm upgrade with nothing changed\n" + _upgrade_table(rows) + "\n")
-    bench.write_json(RESULTS, {"machine": bench.machine(), "repo": REPO.name, "results": rows})
+    kept = _merged(_previous_rows(), rows)
+    bench.write_json(RESULTS, {"machine": bench.machine(), "repo": REPO.name, "results": kept})
     sys.stdout.write(f"results written to {RESULTS}\n")
 
 

@@ -16,7 +16,9 @@ try-kata-*.values.yaml:
   command first (install and cleanup, whose stage is the command, given the job template
   ConfigMap it mounts, the template passing the dispatcher's checks; delete-daemonset);
 - the result annotation NOTES.txt tells operators to read is the one the installer
-  writes (report.annotation_key), for short and for over-long release names.
+  writes (report.annotation_key), for short and for over-long release names;
+- the values tests/bench/bench_rollout.py renders the chart with still render, with the
+  parallelism it asks for (a benchmark runs now and then; its values must not rot).
 """
 
 from __future__ import annotations
@@ -239,3 +241,20 @@ def test_notes_name_the_annotation_the_installer_writes(release: str, suffix: st
     ).stdout  # fmt: skip
     key = installer_report.annotation_key(release, suffix)
     assert f"RESULT:.metadata.annotations.{key.replace('.', chr(92) + '.')}'" in out, out
+
+
+@pytest.mark.parametrize("parallelism", [10, 500])
+def test_the_rollout_benchmark_values_render(parallelism: int) -> None:
+    from tests.bench import bench_rollout
+
+    docs = _render(None, bench_rollout.chart_args(parallelism))
+    dispatchers = [
+        list(c.get("args", []))
+        for d in docs
+        if d["kind"] == "Job"
+        for c in d["spec"]["template"]["spec"]["containers"]
+        if c.get("command") == ["kata-dispatcher"]
+    ]
+    assert {a[0] for a in dispatchers} == {"install", "cleanup"}, dispatchers
+    for args in dispatchers:
+        assert args[args.index("--parallelism") + 1] == str(parallelism), args
