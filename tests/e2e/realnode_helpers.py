@@ -306,8 +306,25 @@ def process_facts(pid: int) -> ProcessFacts | None:
     )
 
 
+class _Background:
+    """A context manager running ``_run`` in a thread until the block ends; ``_run``
+    polls ``self._stop``."""
+
+    def _start(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _halt(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
 @dataclass
-class ProcessSpy:
+class ProcessSpy(_Background):
     """Watches /proc for processes whose command line contains ``needle``."""
 
     needle: str
@@ -315,14 +332,11 @@ class ProcessSpy:
     found: dict[int, ProcessFacts] = field(default_factory=dict)
 
     def __enter__(self) -> ProcessSpy:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
+        self._halt()
 
     def _run(self) -> None:
         needle = self.needle.encode()
@@ -398,7 +412,7 @@ def installer_processes(stage: str) -> list[int]:
 
 
 @dataclass
-class KillDuringRestart:
+class KillDuringRestart(_Background):
     """SIGKILLs the installer's ``stage`` while the node's containerd is stopped mid-restart.
 
     On entry it asks the node's service manager to hold its next containerd restart
@@ -420,14 +434,11 @@ class KillDuringRestart:
         self._log = self.cluster.dir / "logs" / f"node-{self.node}.log"
         self._offset = self._log.stat().st_size
         nodeinit_command(self.cluster, self.node, "pause-next", "containerd", f"{self.pause:g}")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
+        self._halt()
         nodeinit_command(self.cluster, self.node, "pause-next", "containerd", "0")
 
     def _paused(self) -> bool:

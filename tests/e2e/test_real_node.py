@@ -99,16 +99,21 @@ def _assert_kata_pod_reaches_shim(rc: realnode_helpers.RealCluster, ns: str) -> 
     assert shim in message, f"containerd did not try {shim}: {message}"
 
 
-def _assert_removed(
-    rc: realnode_helpers.RealCluster, handlers: list[str], before: dict[str, str]
-) -> None:
-    cluster = rc.cluster
+def _assert_unserved(cluster: Cluster, handlers: list[str]) -> None:
+    """Nothing serves the release's handlers any more, and no label says so."""
     wait_for(
         "the kata handlers to leave status.runtimeHandlers",
         lambda: not set(handlers) & set(cluster.runtime_handlers(NODE)),
         timeout=120,
     )
     assert NODE not in helpers.labelled(cluster)
+
+
+def _assert_removed(
+    rc: realnode_helpers.RealCluster, handlers: list[str], before: dict[str, str]
+) -> None:
+    cluster = rc.cluster
+    _assert_unserved(cluster, handlers)
     after = realnode_helpers.node_tree(cluster, NODE)
     changed = sorted(set(after.items()) ^ set(before.items()))
     assert after == before, f"{NODE}'s /etc or /opt differs after uninstall: {changed[:10]}"
@@ -342,12 +347,7 @@ def test_daemonset_pod_killed_while_reverting(real: realnode_helpers.RealCluster
     assert kill.killed, "`kata-installer daemonset` was never seen during the restart"
     # What the killed revert left: its restart finished, so nothing serves Kata and
     # nothing says it does; Kata's own files stay.
-    wait_for(
-        "the kata handlers to leave status.runtimeHandlers",
-        lambda: not set(handlers) & set(cluster.runtime_handlers(NODE)),
-        timeout=120,
-    )
-    assert NODE not in helpers.labelled(cluster)
+    _assert_unserved(cluster, handlers)
     after = realnode_helpers.node_tree(cluster, NODE)
     left = sorted(p for p in set(after) | set(before) if after.get(p) != before.get(p))
     assert left, "the killed revert left nothing: update this test and the chart's README"
