@@ -93,7 +93,7 @@ def _cell(text: str) -> str:
 
 def markdown(records: dict[str, Record] | None = None) -> str:
     """The README table made from the committed records."""
-    recs = sorted((records if records is not None else _records(COMMITTED)).values(), key=_order)
+    recs = sorted((records if records is not None else committed()).values(), key=_order)
     lines = ["| area | what we did | what happened | test |", "|---|---|---|---|"]
     lines += [f"| {r.area} | {_cell(r.what)} | {_cell(r.happened)} | `{r.test}` |" for r in recs]
     return "\n".join(lines)
@@ -115,14 +115,14 @@ def check() -> list[str]:
     stable figures."""
     fresh = _records(FRESH)
     problems = []
-    for id_, committed in _records(COMMITTED).items():
+    for id_, kept in committed().items():
         got = fresh.get(id_)
         if got is None:
-            problems.append(f"{id_}: no record from this run ({committed.test} did not run?)")
-        elif got.stable != committed.stable:
+            problems.append(f"{id_}: no record from this run ({kept.test} did not run?)")
+        elif got.stable != kept.stable:
             problems.append(
-                f"{id_}: stable figures changed: committed {committed.stable}, "
-                f"this run {got.stable} ({committed.test})"
+                f"{id_}: stable figures changed: committed {kept.stable}, "
+                f"this run {got.stable} ({kept.test})"
             )
     return problems
 
@@ -168,9 +168,7 @@ def main(argv: list[str]) -> int:
             "or, if the change is intended, run `python3 -m tests.evidence update` and commit\n"
         )
         return 1
-    sys.stdout.write(
-        f"evidence: {len(_records(COMMITTED))} committed records reproduced by this run\n"
-    )
+    sys.stdout.write(f"evidence: {len(committed())} committed records reproduced by this run\n")
     return 0
 
 

@@ -151,8 +151,9 @@ def test_the_faults_table_is_what_the_e2e_measured() -> None:
 
     text = README.read_text(encoding="utf-8")
     start, end = evidence.readme_block(text, report.BEGIN, report.END)
-    expected = report.markdown(report.load())
-    assert len(report.load()) == len(report.ORDER), sorted(report.load())
+    figures = report.load()
+    assert len(figures) == len(report.ORDER), sorted(figures)
+    expected = report.markdown(figures)
     assert text[start:end].strip() == expected, (
         "README's faults table differs from the records in docs/evidence/; run "
         "`python3 -m tests.evidence update` after a full `make test`"

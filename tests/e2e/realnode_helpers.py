@@ -406,7 +406,7 @@ def installer_processes(stage: str) -> list[int]:
         except OSError:
             continue
         named = any(a.endswith(b"kata-installer") for a in argv[:2])
-        if named and argv and argv[-1] == stage.encode():
+        if named and argv[-1] == stage.encode():
             found.append(int(entry.name))
     return found
 

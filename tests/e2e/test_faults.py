@@ -182,12 +182,7 @@ def _record(name: str, figures: dict[str, Any]) -> None:
             "within_parallelism": figures["peak_in_flight"] <= figures["parallelism"],
             "final_result": runs[-1]["result"] if runs else None,
         },
-        measured={
-            "retries": retries,
-            "peak_in_flight": figures["peak_in_flight"],
-            "results": [r["result"] for r in runs],
-            "figures": figures,
-        },
+        measured={"figures": figures},
     )
 
 

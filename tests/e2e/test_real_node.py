@@ -263,12 +263,12 @@ def test_refused_restart_is_paid_by_the_next_upgrade(real: realnode_helpers.Real
 KILLED_ON_INSTALL = {"job": ("cri", "cri"), "daemonset": ("daemonset", "kata-installer")}
 
 
-def _retries(cluster: Cluster, ns: str, release: str, stage: str, mode: str) -> int:
-    """How often the killed installer was run again by Kubernetes itself."""
-    if mode == "daemonset" and stage == "install":
+def _install_retries(cluster: Cluster, ns: str, release: str, mode: str) -> int:
+    """How often Kubernetes itself ran the killed installer again during install."""
+    if mode == "daemonset":
         pod = realnode_helpers.installer_pod(cluster, ns)
         return int(pod["status"]["containerStatuses"][0]["restartCount"])
-    jobs = helpers.jobs(cluster, ns, f"{PREFIX}/release={release},{PREFIX}/stage={stage}")
+    jobs = helpers.jobs(cluster, ns, f"{PREFIX}/release={release},{PREFIX}/stage=install")
     assert len(jobs) == 1, [j["metadata"]["name"] for j in jobs]
     assert helpers.finished(jobs[0]) == "Complete", jobs[0]["status"]
     return int(jobs[0]["status"].get("failed", 0))
@@ -292,7 +292,7 @@ def test_installer_killed_while_containerd_is_down(
     assert realnode_helpers.containerd_restarts(cluster, NODE) == restarts + 2
     logs = realnode_helpers.pod_logs(cluster, ns, container=container)
     assert "a restart of containerd is still owed by an earlier run" in logs, logs
-    install_retries = _retries(cluster, ns, release, "install", mode)
+    install_retries = _install_retries(cluster, ns, release, mode)
     assert install_retries == 1, install_retries
     assert realnode_helpers.node_result(cluster, NODE, release)["outcome"] == "installed"
     TIMES[f"real node ({mode}): install, killed while containerd was down"] = time.monotonic() - t0

@@ -28,13 +28,11 @@ ORDER = (
 )
 
 
-def load(records: dict[str, evidence.Record] | None = None) -> dict[str, dict[str, Any]]:
-    """Every fault scenario's figures in ``records`` (default: the committed ones), in
-    ``ORDER``."""
-    recs = records if records is not None else evidence.committed()
+def load() -> dict[str, dict[str, Any]]:
+    """Every fault scenario's figures in the committed evidence records, in ``ORDER``."""
     found = {
         r.measured["figures"]["scenario"]: r.measured["figures"]
-        for r in recs.values()
+        for r in evidence.committed().values()
         if r.area == "faults" and "figures" in r.measured
     }
     return {name: found[name] for name in sorted(found, key=_rank)}
