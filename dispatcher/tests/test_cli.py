@@ -108,11 +108,15 @@ def test_help_explains_flags_env_and_exit_codes(capsys: pytest.CaptureFixture[st
 @pytest.mark.parametrize(
     ("command", "has", "has_not"),
     [
-        ("install", {"--skip-done", "--lease-mode", "--config-hash"}, {"--delete-cronjob"}),
+        (
+            "install",
+            {"--skip-done", "--lease-mode", "--config-hash"},
+            {"--delete-cronjob", "--skip-clean"},
+        ),
         (
             "cleanup",
-            {"--delete-cronjob", "--remove-install-jobs", "--lease"},
-            {"--skip-done", "--lease-mode", "--result-annotation", "--done-label"},
+            {"--delete-cronjob", "--remove-install-jobs", "--lease", "--skip-clean"},
+            {"--skip-done", "--lease-mode", "--config-hash", "--done-label"},
         ),
         (
             "delete-daemonset",
@@ -222,6 +226,8 @@ def test_every_flag_has_an_environment_twin(
         "KATA_DISPATCHER_MAX_FAILED_NODES": "2%",
         "KATA_DISPATCHER_LEASE": "kata-deploy-dispatcher",
         "KATA_DISPATCHER_DELETE_CRONJOB": "kata-deploy-reconcile",
+        "KATA_DISPATCHER_SKIP_CLEAN": "true",
+        "KATA_DISPATCHER_RESULT_ANNOTATION": "katacontainers.io/kata-deploy.rel",
     }
     commands = cli.command_parsers(cli.build_parser())
     flags = {f for p in commands.values() for f in cli._flags(p)}
@@ -230,7 +236,6 @@ def test_every_flag_has_an_environment_twin(
     assert {cli._env_name(f) for f in flags} == set(env) | {
         "KATA_DISPATCHER_SELECTOR",
         "KATA_DISPATCHER_SKIP_DONE",
-        "KATA_DISPATCHER_RESULT_ANNOTATION",
         "KATA_DISPATCHER_CONFIG_HASH",
         "KATA_DISPATCHER_DONE_LABEL",
         "KATA_DISPATCHER_LEASE_MODE",
@@ -251,6 +256,8 @@ def test_every_flag_has_an_environment_twin(
         dry_run=True,
         inspect_pods=True,
         remove_install_jobs="old-dispatcher",
+        skip_clean=True,
+        result_annotation="katacontainers.io/kata-deploy.rel",
         wait_for_nodes=30,
         timeout=600,
         retry_budget=45,
@@ -348,6 +355,20 @@ def test_bad_skip_done_and_budget_flags_are_usage_errors(
         cli.parse([*base(template_file), *extra], {})
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_skip_clean_needs_the_annotation(
+    template_file: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.parse([*base(template_file, "cleanup"), "--skip-clean"], {})
+    assert info.value.code == 2
+    assert "--skip-clean needs --result-annotation" in capsys.readouterr().err
+    key = "katacontainers.io/kata-deploy.rel"
+    config, _ = cli.parse(
+        [*base(template_file, "cleanup"), "--skip-clean", "--result-annotation", key], {}
+    )
+    assert config.skip_clean and config.result_annotation == key
 
 
 def test_selector_from_environment(template_file: pathlib.Path) -> None:

@@ -237,6 +237,37 @@ def test_skip_done_creates_no_job_for_nodes_already_installed(
     ]
 
 
+def test_skip_clean_cleans_only_the_nodes_that_carry_the_annotation(
+    clock: fakes.FakeClock, make_settings: MakeSettings, template: dict[str, Any]
+) -> None:
+    """DaemonSet mode's sweep: whatever the annotation says (an installer pod killed
+    while removing, a failed install, one never reverted), the node gets a cleanup Job;
+    a node without it gets none."""
+    api = fakes.FakeApi(
+        clock,
+        nodes=[
+            _with_result("removing", {"outcome": "removing"}, label=False),
+            _with_result("failed", {"outcome": "failed"}, label=False),
+            _with_result("never-reverted", {"outcome": "installed"}),
+            _with_result("clean-1", None, label=False),
+            _with_result("clean-2", None, label=False),
+        ],
+    )
+    config = make_settings(
+        stage=settings.Stage.CLEANUP,
+        skip_clean=True,
+        result_annotation="katacontainers.io/kata-deploy.rel",
+    )
+    summary = run(api, config, template, clock)
+    assert summary.outcome is rollout.Outcome.SUCCEEDED
+    assert summary.already_done == 2 and summary.succeeded == 3 and summary.nodes_total == 5
+    assert set(api.created) == {job_of(n) for n in ("removing", "failed", "never-reverted")}
+    # every node clean: no Job, no watch
+    api2 = fakes.FakeApi(clock, nodes=[_with_result("clean-1", None, label=False)])
+    again = run(api2, config, template, clock)
+    assert again.already_done == 1 and not api2.created and not api2.calls_of("watch_jobs")
+
+
 def test_a_missing_anchor_is_a_usage_error(
     make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
 ) -> None:

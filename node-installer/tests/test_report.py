@@ -11,7 +11,11 @@ Cases:
 - a node deleted and re-created under the same name between the identity read and the
   label is not touched: Conflict, no label (today's main merge-patched it by name);
 - a changed configuration hash makes `label` run again (its check reads the result);
-- uninstall removes the annotation and records KataRemoved.
+- uninstall removes the annotation and records KataRemoved;
+- DaemonSet mode keeps it as a marker for the whole host change: "installing" before the
+  first host write, "removing" from unlabel until the last revert is done, then gone; an
+  uninstall cut short after unlabel leaves "removing" (the chart's sweep finds the node
+  by it), and a node that already has a result keeps it when the pod starts again.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from typing import Any
 
 import fakes
 import pytest
-from conftest import FIXTURES, NODE, MakeCtx, seed_host
+from conftest import FIXTURES, NODE, MakeCtx, diff, seed_host, snapshot
 from kata_installer import cli, errors, report, restart, stages
+from kata_installer import kube as kube_api
 
 CASE = "containerd2-noimports"
 LABEL = "katacontainers.io/kata-runtime"
@@ -122,3 +127,78 @@ def test_uninstall_removes_the_result(
     cli.run_command(_ctx(make_ctx, root), "uninstall")
     assert KEY not in kube.annotations[NODE] and LABEL not in kube.labels[NODE]
     assert kube.events[-1][2] == "KataRemoved"
+
+
+def _ds_ctx(make_ctx: MakeCtx, root: pathlib.Path) -> stages.Context:
+    return _ctx(make_ctx, root, daemonset_name="kata-deploy")
+
+
+def _deleting(kube: fakes.FakeKube, deleting: bool = True) -> None:
+    kube.daemonsets[("kata-system", "kata-deploy")] = kube_api.DaemonSetState(
+        "kata-deploy", deleting=deleting
+    )
+
+
+def test_daemonset_marks_the_node_before_changing_the_host(
+    tmp_path: pathlib.Path, make_ctx: MakeCtx, kube: fakes.FakeKube
+) -> None:
+    root = seed_host(CASE, tmp_path / "host")
+    before = snapshot(root)
+    ctx = _ds_ctx(make_ctx, root)
+    ctx.stop.set()  # a SIGTERM right after the pod started: no stage runs
+    with pytest.raises(errors.Terminated):
+        cli.daemonset(ctx, wait=lambda: 15)
+    assert diff(before, snapshot(root)) == []
+    assert _result(kube)["outcome"] == "installing"
+
+    seen: list[str] = []
+
+    def wait() -> int:
+        seen.append(_result(kube)["outcome"])
+        _deleting(kube)
+        return 15
+
+    cli.daemonset(_ds_ctx(make_ctx, root), wait=wait)
+    assert seen == ["installed"]
+    assert KEY not in kube.annotations[NODE] and LABEL not in kube.labels[NODE]
+    assert diff(before, snapshot(root)) == []
+    assert kube.events[-1][2] == "KataRemoved"
+
+
+def test_daemonset_keeps_an_existing_result_when_its_pod_starts_again(
+    tmp_path: pathlib.Path, make_ctx: MakeCtx, kube: fakes.FakeKube
+) -> None:
+    root = seed_host(CASE, tmp_path / "host")
+    cli.run_command(_ctx(make_ctx, root), "install")
+    patches = len([c for c in kube.calls if c[0] == "patch_node"])
+    _deleting(kube, False)
+    cli.daemonset(_ds_ctx(make_ctx, root), wait=lambda: 15)  # a restart: the DaemonSet stays
+    assert _result(kube)["outcome"] == "installed"
+    assert len([c for c in kube.calls if c[0] == "patch_node"]) == patches
+
+
+def test_daemonset_uninstall_cut_short_leaves_removing(
+    tmp_path: pathlib.Path, make_ctx: MakeCtx, kube: fakes.FakeKube
+) -> None:
+    root = seed_host(CASE, tmp_path / "host")
+    cli.run_command(_ctx(make_ctx, root), "install")
+    ctx = _ds_ctx(make_ctx, root)
+    ctx.keep_result = True
+    assert stages.run_revert(ctx, stages.by_name("unlabel")[1]) == "reverted"
+    assert LABEL not in kube.labels[NODE]
+    assert _result(kube)["outcome"] == "removing"  # the pod dies here: the node says so
+    assert stages.run_revert(ctx, stages.by_name("unlabel")[1]) == "skipped"
+
+    # what the chart's sweep runs there: job mode's cleanup stages
+    for name in ("unlabel", "revert-cri", "remove-artifacts"):
+        cli.run_command(_ctx(make_ctx, root), name)
+    assert KEY not in kube.annotations[NODE]
+
+
+def test_job_mode_unlabel_removes_the_result_at_once(
+    tmp_path: pathlib.Path, make_ctx: MakeCtx, kube: fakes.FakeKube
+) -> None:
+    root = seed_host(CASE, tmp_path / "host")
+    cli.run_command(_ctx(make_ctx, root), "install")
+    cli.run_command(_ctx(make_ctx, root), "unlabel")
+    assert KEY not in kube.annotations[NODE] and LABEL not in kube.labels[NODE]

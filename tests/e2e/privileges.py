@@ -37,7 +37,8 @@ class Action:
 
 ALL = frozenset(Who)
 INSTALLERS = frozenset({Who.INSTALLER_DS, Who.INSTALLER_JOB})
-JOBS = frozenset({Who.DISPATCHER_JOB})
+# both dispatchers: DaemonSet mode's uninstall sweep runs job mode's cleanup Jobs
+DISPATCHERS = frozenset({Who.DISPATCHER_JOB, Who.DISPATCHER_DS})
 NONE: frozenset[Who] = frozenset()
 
 _JOB = ('{"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"probe"},"spec":{"template":'
@@ -64,18 +65,18 @@ MATRIX: tuple[Action, ...] = (
            INSTALLERS, _EVENT),
     Action("get its own DaemonSet", "GET",
            f"/apis/apps/v1/namespaces/{NS}/daemonsets/{FULL}", frozenset({Who.INSTALLER_DS})),
-    Action("list nodes", "GET", "/api/v1/nodes?limit=1", JOBS),
-    Action("create Jobs in its namespace", "POST", f"{J}?dryRun=All", JOBS, _JOB),
-    Action("list Jobs in its namespace", "GET", f"{J}?limit=1", JOBS),
+    Action("list nodes", "GET", "/api/v1/nodes?limit=1", DISPATCHERS),
+    Action("create Jobs in its namespace", "POST", f"{J}?dryRun=All", DISPATCHERS, _JOB),
+    Action("list Jobs in its namespace", "GET", f"{J}?limit=1", DISPATCHERS),
     Action("patch Jobs in its namespace (take over)", "PATCH", f"{J}/no-such-job?dryRun=All",
-           JOBS, '{"metadata":{"labels":{"a":"b"}}}'),
-    Action("delete Jobs in its namespace", "DELETE", f"{J}/no-such-job?dryRun=All", JOBS),
+           DISPATCHERS, '{"metadata":{"labels":{"a":"b"}}}'),
+    Action("delete Jobs in its namespace", "DELETE", f"{J}/no-such-job?dryRun=All", DISPATCHERS),
     Action("get the job-templates ConfigMap", "GET",
-           f"/api/v1/namespaces/{NS}/configmaps/{FULL}-job-templates", JOBS),
-    Action("create its Lease", "POST", f"{L}?dryRun=All", JOBS, _LEASE),
-    Action("get its Lease", "GET", f"{L}/{FULL}-dispatcher", JOBS),
+           f"/api/v1/namespaces/{NS}/configmaps/{FULL}-job-templates", DISPATCHERS),
+    Action("create its Lease", "POST", f"{L}?dryRun=All", DISPATCHERS, _LEASE),
+    Action("get its Lease", "GET", f"{L}/{FULL}-dispatcher", DISPATCHERS),
     Action("list pods in its namespace", "GET", f"/api/v1/namespaces/{NS}/pods?limit=1",
-           frozenset({Who.DISPATCHER_JOB, Who.DISPATCHER_DS})),
+           DISPATCHERS),
     Action("delete the installer DaemonSet", "DELETE",
            f"/apis/apps/v1/namespaces/{NS}/daemonsets/{FULL}?dryRun=All",
            frozenset({Who.DISPATCHER_DS})),

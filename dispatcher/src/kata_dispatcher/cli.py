@@ -89,9 +89,11 @@ With --skip-done, a node that already has this configuration (its result annotat
 and label) needs no Job."""
 
 _CLEANUP_TEXT = """\
-A cleanup never skips a node. With --delete-cronjob it first deletes the reconcile
-CronJob; with --remove-install-jobs it stops an install still running and, once every
-node is clean, deletes the install Jobs."""
+A cleanup skips no node, unless --skip-clean: then only the nodes that still carry
+--result-annotation get a Job (the chart's DaemonSet-mode sweep after the DaemonSet is
+gone). With --delete-cronjob it first deletes the reconcile CronJob; with
+--remove-install-jobs it stops an install still running and, once every node is clean,
+deletes the install Jobs."""
 
 _TEARDOWN_DESCRIPTION = """\
 Delete the DaemonSet NAME in --namespace with foreground propagation, so it keeps a
@@ -316,6 +318,19 @@ def _add_job_flags(parser: argparse.ArgumentParser, stage: settings.Stage) -> No
             help="the label an installed node carries (default: katacontainers.io/kata-runtime)",
         )
     else:
+        clean = parser.add_argument_group("skipping nodes with nothing to clean (both together)")
+        clean.add_argument(
+            "--skip-clean",
+            action="store_true",
+            default=None,
+            help="create no Job for a node without --result-annotation: the DaemonSet-mode "
+            "installer keeps it from before its first host change until its last revert",
+        )
+        clean.add_argument(
+            "--result-annotation",
+            metavar="KEY",
+            help="the Node annotation the installer writes its result into",
+        )
         first = parser.add_argument_group("before the cleanup")
         first.add_argument(
             "--delete-cronjob",
@@ -732,6 +747,9 @@ def _dispatch_settings(
         ]
         if missing:
             parser.error(f"--skip-done needs {' and '.join(missing)}")
+    skip_clean = not install and bool(args.skip_clean)
+    if skip_clean and not args.result_annotation:
+        parser.error("--skip-clean needs --result-annotation")
     delete_cronjob = None if install else args.delete_cronjob
     for flag, value in (("--lease", args.lease), ("--delete-cronjob", delete_cronjob)):
         if value and (len(value) > 253 or not _DNS_SUBDOMAIN.match(value)):
@@ -759,6 +777,8 @@ def _dispatch_settings(
         }
     else:
         kwargs |= {
+            "skip_clean": skip_clean,
+            "result_annotation": args.result_annotation or "",
             "delete_cronjob": delete_cronjob or None,
             "remove_install_jobs": args.remove_install_jobs or None,
         }

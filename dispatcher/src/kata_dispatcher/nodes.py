@@ -92,9 +92,26 @@ class DoneRule:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class CleanRule:
+    """When a node needs no cleanup (--skip-clean): it carries no result annotation of
+    this release. In DaemonSet mode the installer writes one before its first host
+    change and deletes it only after its last revert (docs/contracts.md), so a node
+    without it holds nothing of the release."""
+
+    annotation: str
+
+    def done(self, obj: dict[str, Any]) -> bool:
+        return self.annotation not in ((obj.get("metadata") or {}).get("annotations") or {})
+
+
+Rule = DoneRule | CleanRule
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Node:
-    """What admission, --wait-for-nodes and --skip-done need of a node, and nothing else:
+    """What admission, --wait-for-nodes and --skip-done (or --skip-clean) need of a node,
+    and nothing else:
     a run keeps one per selected node, so the rest of the node object (labels, images,
     addresses, conditions) is dropped as each page is read."""
 
@@ -104,7 +121,7 @@ class Node:
     done: bool = False
 
     @classmethod
-    def from_api(cls, obj: dict[str, Any], rule: DoneRule | None = None) -> Node:
+    def from_api(cls, obj: dict[str, Any], rule: Rule | None = None) -> Node:
         meta = obj.get("metadata") or {}
         spec = obj.get("spec") or {}
         conditions = (obj.get("status") or {}).get("conditions") or []
@@ -208,7 +225,7 @@ class Selector:
         policy: retry.Policy,
         clock: retry.Clock,
         page_size: int,
-        done_rule: DoneRule | None = None,
+        done_rule: Rule | None = None,
         tally: retry.Tally | None = None,
     ) -> None:
         self._api = api

@@ -292,8 +292,10 @@ class Rollout(watching.Watcher):
             ) from exc
         return jobs.Owner(name, jobs.uid_of(obj), "ConfigMap", "v1")
 
-    def _done_rule(self) -> nodes.DoneRule | None:
+    def _done_rule(self) -> nodes.Rule | None:
         cfg = self._cfg
+        if cfg.skip_clean:
+            return nodes.CleanRule(cfg.result_annotation)
         if not cfg.skip_done:
             return None
         return nodes.DoneRule(cfg.result_annotation, cfg.config_hash, cfg.done_label)
@@ -327,7 +329,13 @@ class Rollout(watching.Watcher):
         for name in selection.unknown:
             log.error("node %s does not exist; the other nodes proceed", name, extra={"node": name})
         done = [n for n in selection.nodes if n.done]
-        if done:
+        if done and cfg.skip_clean:
+            log.info(
+                "%d nodes carry no result annotation of this release, so nothing of it: "
+                "no Job for them",
+                len(done),
+            )
+        elif done:
             log.info(
                 "%d nodes already have this configuration (result annotation and label): "
                 "no Job for them",

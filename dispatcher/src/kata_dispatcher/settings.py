@@ -107,6 +107,8 @@ class Settings(_Described):
     result_annotation: str = ""
     config_hash: str = ""
     done_label: str = "katacontainers.io/kata-runtime"
+    # cleanup: skip nodes without the result annotation (nodes.CleanRule)
+    skip_clean: bool = False
     max_failed_nodes: Budget = Budget()
     # one run at a time per release (lease.py); the CronJob of job.reconcile to delete first
     lease: str | None = None

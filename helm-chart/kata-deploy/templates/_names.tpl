@@ -81,6 +81,15 @@ Usage: {{ include "kata-deploy.dispatcher.teardownJobName" . }}
 {{- end -}}
 
 {{/*
+kata-deploy.dispatcher.sweepJobName: the uninstall hook Job of DaemonSet mode that runs
+after the teardown and cleans the nodes whose installer pod did not finish reverting.
+Usage: {{ include "kata-deploy.dispatcher.sweepJobName" . }}
+*/}}
+{{- define "kata-deploy.dispatcher.sweepJobName" -}}
+{{- printf "%s-sweep" (include "kata-deploy.fullname" .) -}}
+{{- end -}}
+
+{{/*
 kata-deploy.dispatcher.reconcileName: the reconcile CronJob (job.reconcile); at most 50
 characters, within the 52 a CronJob name may have.
 */}}

@@ -377,6 +377,7 @@ def daemonset(ctx: stages.Context, *, wait: Callable[[], int] = _wait_for_signal
             "uninstall from a rolling update"
         )
     with lock.host_lock(ctx.host, ctx.writer, timeout=s.lock_timeout, stop=ctx.stop):
+        report.mark_installing(ctx)
         stages.install(ctx)
     markers.set_ready(ctx.host, ctx.writer, ctx.cfg.install_name)
     log.info(
@@ -395,9 +396,10 @@ def daemonset(ctx: stages.Context, *, wait: Callable[[], int] = _wait_for_signal
         )
         return
     log.info("DaemonSet %s/%s is being deleted: uninstalling", s.namespace, s.daemonset_name)
+    ctx.keep_result = True
     with lock.host_lock(ctx.host, ctx.writer, timeout=s.lock_timeout):
         stages.uninstall(ctx)
-    report.event(ctx, report.REMOVED, f"{ctx.cfg.prefix} removed from this node")
+        report.removed(ctx)
 
 
 _REMOVING = frozenset({"uninstall", "unlabel", "revert-cri", "remove-artifacts"})

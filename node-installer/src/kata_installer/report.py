@@ -5,15 +5,21 @@ outlives its Job: one annotation on its own Node, and an Event about the Node
 (`kubectl describe node`, `kubectl get events -n default`). The API accepts Events about
 a cluster-scoped object only in the "default" namespace, where the kubelet's own node
 Events are too, so that is where they go (the chart grants `events: create` there). The format is a
-contract (docs/contracts.md) that the job-mode dispatcher reads to skip nodes already
-done:
+contract (docs/contracts.md) that the dispatcher reads, to skip nodes already done on an
+install and, in DaemonSet mode, to find the nodes an uninstall did not finish:
 
   katacontainers.io/kata-deploy.<release>[-<suffix>]:
-    {"outcome": "installed" | "failed", "configHash": "<16 hex>", "time": "<UTC>",
-     "installer": "<version>", "stage": "<stage>", "reason": "<short>"}
+    {"outcome": "installing" | "installed" | "failed" | "removing",
+     "configHash": "<16 hex>", "time": "<UTC>", "installer": "<version>",
+     "stage": "<stage>", "reason": "<short>"}
 
-`stage` and `reason` are present only when the outcome is "failed". `unlabel` removes the
-annotation. Every Node write goes through the identity read once per run
+`stage` and `reason` are present only when the outcome is "failed". In job mode `unlabel`
+removes the annotation (the dispatcher sees each cleanup Job to its end). In DaemonSet
+mode the one installer process also keeps it as a marker: it writes "installing" before
+its first host change when the node has none, `unlabel` turns it into "removing", and
+`removed()` deletes it only once the whole uninstall is done. So a node that still
+carries it after the DaemonSet is gone may hold something of this release, and one
+without it holds nothing. Every Node write goes through the identity read once per run
 (`Context.identity()`), so a re-created node is never touched. Events are best effort:
 a refused Event is logged, never fatal; the annotation is not.
 
@@ -41,6 +47,10 @@ INSTALLED = "KataInstalled"
 INSTALL_FAILED = "KataInstallFailed"
 REMOVED = "KataRemoved"
 REMOVE_FAILED = "KataRemoveFailed"
+
+INSTALLING = "installing"
+FAILED = "failed"
+REMOVING = "removing"
 
 
 def annotation_key(release: str, suffix: str) -> str:
@@ -88,6 +98,51 @@ def installed_ops(ctx: Context, view: kube.NodeView) -> list[dict[str, Any]]:
     return set_ops(view, _key(ctx), _value(ctx, "installed"))
 
 
+def _outcome(view: kube.NodeView, key: str) -> str | None:
+    """The outcome the annotation records; "" when it is unreadable, None when absent."""
+    raw = (view.annotations or {}).get(key)
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return ""
+    return str(doc.get("outcome") or "") if isinstance(doc, dict) else ""
+
+
+def _fresh(ctx: Context) -> kube.NodeView:
+    """The node as it is now (its annotations), refused if it is not the identity's."""
+    identity = ctx.identity()
+    view = ctx.kube().get_node(identity.name)
+    if view.uid != identity.uid:
+        raise errors.Conflict(
+            f"node {view.name} was deleted and re-created (uid {identity.uid} became "
+            f"{view.uid}); not touching it"
+        )
+    return view
+
+
+def mark_installing(ctx: Context) -> None:
+    """DaemonSet mode, before the first host change: give the node the annotation
+    (outcome "installing") if it has none, so an uninstall that cannot finish here is
+    found afterwards. A node that already has one keeps it."""
+    if ctx.settings.dry_run or not ctx.settings.node_name:
+        return
+    view = _fresh(ctx)
+    key = _key(ctx)
+    if _outcome(view, key) is not None:
+        return
+    ctx.kube().patch_node(view, set_ops(view, key, _value(ctx, INSTALLING)))
+    log.info("recorded %s=installing on node %s before changing the host", key, view.name)
+
+
+def removing_ops(ctx: Context, view: kube.NodeView) -> list[dict[str, Any]]:
+    """DaemonSet-mode unlabel: the annotation stays, as outcome "removing"."""
+    if _outcome(view, _key(ctx)) == REMOVING:
+        return []
+    return set_ops(view, _key(ctx), _value(ctx, REMOVING))
+
+
 def is_installed(ctx: Context, view: kube.NodeView) -> bool:
     """Whether the node records this install as done with the current configuration."""
     raw = (view.annotations or {}).get(_key(ctx))
@@ -105,6 +160,19 @@ def removal_ops(ctx: Context, view: kube.NodeView) -> list[dict[str, Any]]:
     if key not in (view.annotations or {}):
         return []
     return [{"op": "remove", "path": f"/metadata/annotations/{kube.pointer(key)}"}]
+
+
+def removed(ctx: Context) -> None:
+    """DaemonSet mode, once unlabel, revert-cri and remove-artifacts are all done: delete
+    the annotation (the node holds nothing of this release any more) and record
+    KataRemoved."""
+    if not ctx.settings.dry_run and ctx.settings.node_name:
+        view = _fresh(ctx)
+        ops = removal_ops(ctx, view)
+        if ops:
+            ctx.kube().patch_node(view, ops)
+            log.info("removed %s from node %s: nothing of it is left", _key(ctx), view.name)
+    event(ctx, REMOVED, f"{ctx.cfg.prefix} removed from this node")
 
 
 def event(ctx: Context, reason: str, message: str, *, warning: bool = False) -> None:
@@ -132,7 +200,7 @@ def failed(ctx: Context, stage: str, exc: errors.InstallerError, *, removing: bo
     try:
         view = ctx.identity()
         ctx.kube().patch_node(
-            view, set_ops(view, _key(ctx), _value(ctx, "failed", stage=stage, reason=reason))
+            view, set_ops(view, _key(ctx), _value(ctx, FAILED, stage=stage, reason=reason))
         )
     except errors.InstallerError as err:
         log.warning("could not record the failure on the node: %s", err)

@@ -8,8 +8,12 @@ JSON {"args": [...]}, the dispatcher command first, then its flags; use with fro
              done, and stepping aside while another run holds the Lease. Its Job
              name is generated, so it comes from the pod's job-name label
              (KATA_DISPATCHER_OWNER_JOB, set in the job spec).
-  teardown:  DaemonSet mode's pre-delete hook (`delete-daemonset NAME`).
-Every job-mode run holds the release's Lease, so no two run at once.
+  teardown:  DaemonSet mode's first pre-delete hook (`delete-daemonset NAME`).
+  sweep:     DaemonSet mode's second pre-delete hook (`cleanup --skip-clean`): a cleanup
+             Job on every node that still carries the release's result annotation once
+             the DaemonSet is gone (an installer pod killed while reverting, or one that
+             never got to revert); every other node is skipped.
+Every run but the teardown holds the release's Lease, so no two run at once.
 Arguments: root context, stage.
 */}}
 {{- define "kata-deploy.dispatcher.args" -}}
@@ -27,20 +31,30 @@ Arguments: root context, stage.
 {{- $selection = $root.Values.job.cleanup -}}
 {{- else if eq $stage "reconcile" -}}
 {{- $template = "install" -}}
+{{- else if eq $stage "sweep" -}}
+{{- $template = "cleanup" -}}
 {{- end -}}
 {{- $args = list $template "--template" (printf "/etc/kata-deploy/jobs/%s-job.yaml" $template) -}}
 {{- if eq $stage "install" -}}
 {{- $args = concat $args (list "--owner-job" (include "kata-deploy.dispatcher.installJobName" $root)) -}}
 {{- else if eq $stage "cleanup" -}}
 {{- $args = concat $args (list "--owner-job" (include "kata-deploy.dispatcher.cleanupJobName" $root)) -}}
+{{- else if eq $stage "sweep" -}}
+{{- $args = concat $args (list "--owner-job" (include "kata-deploy.dispatcher.sweepJobName" $root)) -}}
 {{- end -}}
 {{- $args = concat $args (list
   "--parallelism" ($root.Values.job.parallelism | int64 | toString)
   "--release" $root.Release.Name
   "--anchor-configmap" (include "kata-deploy.installer.jobTemplatesName" $root)
-  "--max-failed-nodes" (include "kata-deploy.dispatcher.maxFailedNodes" $root)
+  "--max-failed-nodes" (include "kata-deploy.dispatcher.maxFailedNodes" $root)) -}}
+{{- if eq $stage "sweep" -}}
+{{- $args = concat $args (list
+  "--skip-clean" "--result-annotation" (include "kata-deploy.installer.resultAnnotation" $root)) -}}
+{{- else -}}
+{{- $args = concat $args (list
   "--wait-for-nodes" ($root.Values.job.waitForNodesSeconds | int64 | toString)) -}}
 {{- $args = concat $args (include "kata-deploy.dispatcher.selectionArgs" $selection | fromJson).args -}}
+{{- end -}}
 {{- if or (eq $stage "reconcile") (and (eq $stage "install") (not $root.Values.job.reinstall)) -}}
 {{- $args = concat $args (list
   "--skip-done"
@@ -183,7 +197,11 @@ kata-deploy.dispatcher.job: one dispatcher hook Job (C6).
             reverts its node while the installer's ServiceAccount and RBAC still exist
             (Helm deletes those only after its pre-delete hooks). No volumes: it needs
             nothing but the API.
-Arguments: root context, stage ("install", "cleanup" or "teardown").
+  sweep:    DaemonSet mode, pre-delete, weight 1 so it runs once the teardown succeeded:
+            a cleanup Job on each node that still carries the release's result
+            annotation, which the DaemonSet-mode installer deletes only at the end of a
+            whole revert; nothing on the other nodes.
+Arguments: root context, stage ("install", "cleanup", "teardown" or "sweep").
 Usage: {{ include "kata-deploy.dispatcher.job" (list . "install") }}
 */}}
 {{- define "kata-deploy.dispatcher.job" -}}
@@ -191,6 +209,7 @@ Usage: {{ include "kata-deploy.dispatcher.job" (list . "install") }}
 {{- $stage := index . 1 -}}
 {{- $name := include "kata-deploy.dispatcher.installJobName" $root -}}
 {{- $hook := "post-install,post-upgrade" -}}
+{{- $weight := "0" -}}
 {{- $deletePolicy := "before-hook-creation" -}}
 {{- if ne $stage "install" -}}
 {{- $hook = "pre-delete" -}}
@@ -200,6 +219,9 @@ Usage: {{ include "kata-deploy.dispatcher.job" (list . "install") }}
 {{- $name = include "kata-deploy.dispatcher.cleanupJobName" $root -}}
 {{- else if eq $stage "teardown" -}}
 {{- $name = include "kata-deploy.dispatcher.teardownJobName" $root -}}
+{{- else if eq $stage "sweep" -}}
+{{- $name = include "kata-deploy.dispatcher.sweepJobName" $root -}}
+{{- $weight = "1" -}}
 {{- end -}}
 apiVersion: batch/v1
 kind: Job
@@ -210,7 +232,7 @@ metadata:
     {{- include "kata-deploy.componentLabels" (list $root "dispatcher") | nindent 4 }}
   annotations:
     helm.sh/hook: {{ $hook }}
-    helm.sh/hook-weight: "0"
+    helm.sh/hook-weight: {{ $weight | quote }}
     helm.sh/hook-delete-policy: {{ $deletePolicy }}
 spec:
   {{- include "kata-deploy.dispatcher.jobSpec" (list $root $stage) | nindent 2 }}

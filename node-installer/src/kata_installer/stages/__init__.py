@@ -36,6 +36,9 @@ class Context:
     cache: dict[str, Any] = dataclasses.field(default_factory=dict)
     # set on SIGTERM/SIGINT: no new stage starts, waits end early (errors.Terminated)
     stop: threading.Event = dataclasses.field(default_factory=threading.Event)
+    # DaemonSet mode: unlabel keeps the result annotation as outcome "removing", and the
+    # command deletes it when the whole uninstall is done (report.removed)
+    keep_result: bool = False
     _runtime: runtimes.Runtime | None = None
     _kube: kube.Kube | None = None
     _identity: kube.NodeView | None = None

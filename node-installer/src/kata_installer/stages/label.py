@@ -127,7 +127,8 @@ class Label:
         node = _node(ctx)
         others = state.other_installs(ctx.host, ctx.cfg)
         view = _same_node(ctx, ctx.kube().get_node(node))  # fresh labels, same node
-        ops = report.removal_ops(ctx, view)
+        keep = ctx.keep_result  # DaemonSet mode: the annotation stays until the very end
+        ops = report.removing_ops(ctx, view) if keep else report.removal_ops(ctx, view)
         if ctx.cfg.node_label in view.labels:
             if others:
                 log.info(
