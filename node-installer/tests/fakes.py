@@ -65,10 +65,10 @@ class FakeKube:
         for op in ops:
             path = op["path"].split("/")[1:]
             field = {"labels": self.labels, "annotations": self.annotations}[path[1]]
-            target = field.setdefault(node.name, {})
-            if len(path) == 2:  # the whole map
-                target.update(op["value"])
+            if len(path) == 2:  # the whole map: JSON patch `add` replaces what is there
+                field[node.name] = dict(op["value"])
                 continue
+            target = field.setdefault(node.name, {})
             key = path[2].replace("~1", "/").replace("~0", "~")
             if op["op"] == "remove":
                 if key not in target:

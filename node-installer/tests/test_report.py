@@ -92,6 +92,18 @@ def test_failed_stage_is_recorded_on_the_node(
     assert "stage cri failed" in message
 
 
+def test_a_failure_keeps_the_annotations_others_added_since_the_first_read(
+    tmp_path: pathlib.Path, make_ctx: MakeCtx, kube: fakes.FakeKube
+) -> None:
+    root = seed_host(CASE, tmp_path / "host")
+    ctx = _ctx(make_ctx, root)
+    assert ctx.identity().annotations is None  # no annotations map when first read
+    kube.annotations[NODE] = {"example.com/other": "kept"}
+    report.failed(ctx, "cri", errors.HostError("boom"), removing=False)
+    assert kube.annotations[NODE]["example.com/other"] == "kept"
+    assert _result(kube)["outcome"] == "failed"
+
+
 def test_recreated_node_is_not_touched(
     tmp_path: pathlib.Path, make_ctx: MakeCtx, kube: fakes.FakeKube
 ) -> None:

@@ -198,7 +198,7 @@ def failed(ctx: Context, stage: str, exc: errors.InstallerError, *, removing: bo
         return
     reason = str(exc).replace("\n", " ")[:REASON_CHARS]
     try:
-        view = ctx.identity()
+        view = _fresh(ctx)  # its annotations as they are now: the patch adds to them
         ctx.kube().patch_node(
             view, set_ops(view, _key(ctx), _value(ctx, FAILED, stage=stage, reason=reason))
         )
