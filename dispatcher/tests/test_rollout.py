@@ -866,6 +866,21 @@ def test_a_run_holds_the_lease_renews_it_and_releases_it(
     assert api.leases["kata-deploy-dispatcher"]["spec"]["holderIdentity"] == ""
 
 
+def test_a_run_the_api_left_does_not_wait_a_second_budget_to_release_its_lease(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(2)
+    api.fail("list_nodes", *[errors.Transient("list", message="refused") for _ in range(500)])
+    api.fail("replace_lease", *[errors.Transient("put", message="refused") for _ in range(500)])
+    start = clock.monotonic()
+    with pytest.raises(errors.Transient):
+        run(api, make_settings(lease="kata-deploy-dispatcher", retry_budget=60), template, clock)
+    spent = clock.monotonic() - start
+    # the run's own budget, then a short try at the release: the Lease expires by itself
+    assert 60 <= spent <= 60 + rollout.RELEASE_BUDGET + 5, spent
+    assert api.calls_of("replace_lease")
+
+
 def test_a_reconcile_run_yields_to_a_live_run(
     make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
 ) -> None:

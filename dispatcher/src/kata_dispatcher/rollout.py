@@ -41,6 +41,9 @@ DRY_RUN_UID = "00000000-0000-0000-0000-000000000000"
 # gone, and would hold its slot for ever.
 FAILING_GRACE = 60.0
 MAX_REPLACE_ATTEMPTS = 5
+# Seconds of retries for releasing the Lease once the run is over: a release that cannot
+# get through leaves it to expire by itself, rather than spending a second --retry-budget.
+RELEASE_BUDGET = 10.0
 
 
 class Pacer:
@@ -408,6 +411,7 @@ class Rollout(watching.Watcher):
             return self._dispatch()
         finally:
             if self._lease is not None:
+                self._policy = retry.Policy(budget=min(RELEASE_BUDGET, self._cfg.retry_budget))
                 self._lease.release()
 
     def _renew(self) -> None:
