@@ -139,6 +139,10 @@ def test_uninstall_removes_the_result(
     cli.run_command(_ctx(make_ctx, root), "uninstall")
     assert KEY not in kube.annotations[NODE] and LABEL not in kube.labels[NODE]
     assert kube.events[-1][2] == "KataRemoved"
+    # job mode's cleanup Job: its unlabel container removes both at once
+    cli.run_command(_ctx(make_ctx, root), "install")
+    cli.run_command(_ctx(make_ctx, root), "unlabel")
+    assert KEY not in kube.annotations[NODE] and LABEL not in kube.labels[NODE]
 
 
 def _ds_ctx(make_ctx: MakeCtx, root: pathlib.Path) -> stages.Context:
@@ -205,12 +209,3 @@ def test_daemonset_uninstall_cut_short_leaves_removing(
     for name in ("unlabel", "revert-cri", "remove-artifacts"):
         cli.run_command(_ctx(make_ctx, root), name)
     assert KEY not in kube.annotations[NODE]
-
-
-def test_job_mode_unlabel_removes_the_result_at_once(
-    tmp_path: pathlib.Path, make_ctx: MakeCtx, kube: fakes.FakeKube
-) -> None:
-    root = seed_host(CASE, tmp_path / "host")
-    cli.run_command(_ctx(make_ctx, root), "install")
-    cli.run_command(_ctx(make_ctx, root), "unlabel")
-    assert KEY not in kube.annotations[NODE] and LABEL not in kube.labels[NODE]

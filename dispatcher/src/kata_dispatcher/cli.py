@@ -304,11 +304,7 @@ def _add_job_flags(parser: argparse.ArgumentParser, stage: settings.Stage) -> No
             help="create no Job for a node whose --result-annotation says outcome "
             "'installed' with --config-hash and which carries --done-label=true",
         )
-        done.add_argument(
-            "--result-annotation",
-            metavar="KEY",
-            help="the Node annotation the installer writes its result into",
-        )
+        _add_result_annotation(done)
         done.add_argument(
             "--config-hash", metavar="HASH", help="the hash of what this run installs"
         )
@@ -326,11 +322,7 @@ def _add_job_flags(parser: argparse.ArgumentParser, stage: settings.Stage) -> No
             help="create no Job for a node without --result-annotation: the DaemonSet-mode "
             "installer keeps it from before its first host change until its last revert",
         )
-        clean.add_argument(
-            "--result-annotation",
-            metavar="KEY",
-            help="the Node annotation the installer writes its result into",
-        )
+        _add_result_annotation(clean)
         first = parser.add_argument_group("before the cleanup")
         first.add_argument(
             "--delete-cronjob",
@@ -346,6 +338,14 @@ def _add_job_flags(parser: argparse.ArgumentParser, stage: settings.Stage) -> No
             "install Job of this release",
         )
     _add_output_flags(parser)
+
+
+def _add_result_annotation(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--result-annotation",
+        metavar="KEY",
+        help="the Node annotation the installer writes its result into",
+    )
 
 
 def _add_api_flags(group: argparse._ArgumentGroup) -> None:
