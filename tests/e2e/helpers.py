@@ -83,6 +83,11 @@ def node_labels(cluster: Cluster) -> dict[str, dict[str, str]]:
     return {n["metadata"]["name"]: n["metadata"].get("labels") or {} for n in data["items"]}
 
 
+def node_annotations(cluster: Cluster, name: str) -> dict[str, str]:
+    node = kubeapi.get_json(cluster.core().read_node, name)
+    return dict(node["metadata"].get("annotations") or {})
+
+
 def labelled(cluster: Cluster, label: str = NODE_LABEL) -> set[str]:
     return {name for name, labels in node_labels(cluster).items() if labels.get(label) == "true"}
 

@@ -3,8 +3,13 @@ with real helm on the session fleet's runner-backed nodes (real kata-installer).
 
 Cases:
 - test_daemonset_install_and_uninstall (6): the installer DaemonSet, limited by
-  `nodeSelector` to three runner-backed nodes, installs and labels exactly those; on
-  `helm uninstall` its pods revert them: no label, hosts byte-equal, nothing left;
+  `nodeSelector` to three runner-backed nodes, installs and labels exactly those. One
+  node then leaves the selector: its pod goes, but the DaemonSet stays, so Kata stays
+  there (as job mode, an upgrade never removes). On `helm uninstall` the other pods
+  revert their nodes; one of them is SIGKILLed (the runner's `kata-deploy.test/kill-once`)
+  right after its unlabel, and its pod, being deleted, is not run again. The sweep hook
+  then runs a cleanup Job on exactly those two nodes, which still carry the release's
+  result annotation. In the end: no label, no annotation, hosts byte-equal, nothing left;
 - test_two_suffixed_releases_one_uninstalled (7): releases with
   `env.multiInstallSuffix` a and b on the same two nodes each get their own
   RuntimeClasses and /opt/kata-<suffix>; uninstalling a keeps b's RuntimeClasses,
@@ -13,14 +18,18 @@ Cases:
 
 from __future__ import annotations
 
+import json
 import time
 
+from tests import evidence
 from tests.cluster import kubeapi
 from tests.cluster.cluster import Cluster
+from tests.cluster.runner import KILL_ONCE
 from tests.e2e import helpers
 from tests.e2e.helpers import CHART, TIMES, helm, wait_for
 
 DS_SELECT = "kata-deploy.test/daemonset"
+RESULT = "katacontainers.io/kata-deploy.kata-ds"
 GPU_VALUES = str(CHART / "try-kata-nvidia-gpu.values.yaml")
 
 
@@ -30,11 +39,13 @@ def test_daemonset_install_and_uninstall(fleet: Cluster) -> None:
     others = fleet.runner_node_names()[3:]
     helpers.label_nodes(fleet, targets, {DS_SELECT: "yes"})
     release, ns = "kata-ds", "kata-ds"
+    killed = targets[-1]  # SIGKILLed in its revert, right after unlabel
+    kill = json.dumps({"podAnnotations": {KILL_ONCE: json.dumps({killed: ["unlabel: reverted"]})}})
     try:
         helm(fleet, "install", release, str(CHART), "-n", ns, "--create-namespace",
              "--set", "deploymentMode=daemonset",
              "--set", f"nodeSelector.{DS_SELECT.replace('.', chr(92) + '.')}=yes",
-             "--wait", "--timeout", "3m")  # fmt: skip
+             "--set-json", kill, "--wait", "--timeout", "3m")  # fmt: skip
         wait_for(
             "the DaemonSet to label its three nodes",
             lambda: helpers.labelled(fleet) == set(targets),
@@ -47,16 +58,46 @@ def test_daemonset_install_and_uninstall(fleet: Cluster) -> None:
             assert (fleet.node_root(name) / "opt" / "kata").is_dir(), name
         helpers.assert_hosts_pristine(fleet, others)
 
-        helm(fleet, "uninstall", release, "-n", ns, "--wait", "--timeout", "3m")
+        left = targets[0]  # leaves the DaemonSet's selector: not a removal
+        helpers.label_nodes(fleet, [left], {DS_SELECT: None})
+        wait_for(
+            f"the installer pod on {left} to go",
+            lambda: left not in _pod_nodes(fleet, ns),
+            timeout=120,
+        )
+        assert helpers.labelled(fleet) == set(targets), "Kata stays where only the pod went"
+        with helpers.JobWatch(fleet, ns) as watch:
+            helm(fleet, "uninstall", release, "-n", ns, "--wait", "--timeout", "3m")
+        swept = sorted(watch.nodes_created("cleanup"))
+        assert swept == sorted([left, killed]), swept
         wait_for(
             "the installer pods to go", lambda: not helpers.namespace_empty(fleet, ns), timeout=120
         )
         assert not helpers.labelled(fleet)
         helpers.assert_hosts_pristine(fleet, fleet.runner_node_names())
         assert not helpers.release_objects(fleet, release)
+        assert not [n for n in targets if RESULT in helpers.node_annotations(fleet, n)]
     finally:
         helpers.label_nodes(fleet, targets, {DS_SELECT: None})
     TIMES["6 daemonset install+uninstall"] = time.monotonic() - t0
+    evidence.record(
+        "daemonset-uninstall-sweep",
+        area="kills",
+        what="daemonset mode on 3 runner-backed nodes: one node taken out of `nodeSelector` "
+        "after install (its pod goes, Kata stays), and at `helm uninstall` one installer "
+        "SIGKILLed right after its unlabel",
+        happened="the uninstall's sweep hook ran a cleanup Job on exactly those 2 nodes and "
+        "none on the node its pod reverted; every host byte-identical to before, no label, "
+        "no result annotation",
+        test="tests/e2e/test_daemonset_and_multi.py::test_daemonset_install_and_uninstall",
+        stable={"nodes": 3, "cleanup_jobs": 2, "byte_identical": True},
+        measured={"seconds": round(time.monotonic() - t0, 1)},
+    )
+
+
+def _pod_nodes(fleet: Cluster, namespace: str) -> set[str]:
+    pods = kubeapi.get_json(fleet.core().list_namespaced_pod, namespace)["items"]
+    return {p["spec"].get("nodeName", "") for p in pods}
 
 
 def test_two_suffixed_releases_one_uninstalled(fleet: Cluster) -> None:
