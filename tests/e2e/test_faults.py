@@ -227,8 +227,12 @@ def _scenario(
             "scenario": name,
             "fault": fault,
             "helm": [{k: r[k] for k in ("helm", "exit")} for r in runs],
+            # a run that ended in an error (exit 2, 3) prints {"result": "error", ...}
+            # without the rollout's counts: a kube-apiserver just restarted may answer
+            # 403 before its authorizer has synced, and the dispatcher stops there
             "dispatcher_runs": [
-                {k: s[k] for k in ("result", "exit_code", "succeeded", "adopted", "retries")}
+                {k: s.get(k) for k in ("result", "exit_code", "succeeded", "adopted", "retries")}
+                | ({"error": s["error"]} if "error" in s else {})
                 for s in summaries
             ],
             "retries": _sum_retries(summaries),
