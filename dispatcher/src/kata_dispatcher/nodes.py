@@ -73,6 +73,7 @@ class DoneRule:
     annotation: str
     config_hash: str
     label: str
+    why = "already have this configuration (result annotation and label)"
 
     def done(self, obj: dict[str, Any]) -> bool:
         meta = obj.get("metadata") or {}
@@ -100,6 +101,7 @@ class CleanRule:
     without it holds nothing of the release."""
 
     annotation: str
+    why = "carry no result annotation of this release, so nothing of it"
 
     def done(self, obj: dict[str, Any]) -> bool:
         return self.annotation not in ((obj.get("metadata") or {}).get("annotations") or {})

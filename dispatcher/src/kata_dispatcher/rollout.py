@@ -308,12 +308,13 @@ class Rollout(watching.Watcher):
         cfg = self._cfg
         owner = self._owner if self._owner.uid else self._read_owner()
         self._anchor = self._read_anchor()
+        rule = self._done_rule()
         selector = nodes.Selector(
             self._api,
             policy=self._policy,
             clock=self._clock,
             page_size=cfg.page_size,
-            done_rule=self._done_rule(),
+            done_rule=rule,
             tally=self._tally,
         )
         if cfg.wait_for_nodes > 0:
@@ -332,18 +333,8 @@ class Rollout(watching.Watcher):
         for name in selection.unknown:
             log.error("node %s does not exist; the other nodes proceed", name, extra={"node": name})
         done = [n for n in selection.nodes if n.done]
-        if done and cfg.skip_clean:
-            log.info(
-                "%d nodes carry no result annotation of this release, so nothing of it: "
-                "no Job for them",
-                len(done),
-            )
-        elif done:
-            log.info(
-                "%d nodes already have this configuration (result annotation and label): "
-                "no Job for them",
-                len(done),
-            )
+        if done and rule is not None:
+            log.info("%d nodes %s: no Job for them", len(done), rule.why)
         tolerations = nodes.tolerations_from_pod_spec(jobs.pod_spec_of(self._template))
         admitted, skipped = nodes.admit([n for n in selection.nodes if not n.done], tolerations)
         for skip in skipped:

@@ -110,16 +110,20 @@ def _outcome(view: kube.NodeView, key: str) -> str | None:
     return str(doc.get("outcome") or "") if isinstance(doc, dict) else ""
 
 
-def _fresh(ctx: Context) -> kube.NodeView:
-    """The node as it is now (its annotations), refused if it is not the identity's."""
-    identity = ctx.identity()
-    view = ctx.kube().get_node(identity.name)
-    if view.uid != identity.uid:
+def same_node(ctx: Context, view: kube.NodeView) -> kube.NodeView:
+    """``view``, refused (Conflict) if it is not the node this run read first."""
+    if view.uid != ctx.identity().uid:
         raise errors.Conflict(
-            f"node {view.name} was deleted and re-created (uid {identity.uid} became "
-            f"{view.uid}); not touching it"
+            f"node {view.name} was deleted and re-created while we waited (uid "
+            f"{ctx.identity().uid} became {view.uid}); not touching it"
         )
     return view
+
+
+def fresh(ctx: Context) -> kube.NodeView:
+    """The node as it is now (its labels and annotations), refused if it is not the
+    identity's."""
+    return same_node(ctx, ctx.kube().get_node(ctx.identity().name))
 
 
 def mark_installing(ctx: Context) -> None:
@@ -128,7 +132,7 @@ def mark_installing(ctx: Context) -> None:
     found afterwards. A node that already has one keeps it."""
     if ctx.settings.dry_run or not ctx.settings.node_name:
         return
-    view = _fresh(ctx)
+    view = fresh(ctx)
     key = _key(ctx)
     if _outcome(view, key) is not None:
         return
@@ -167,7 +171,7 @@ def removed(ctx: Context) -> None:
     the annotation (the node holds nothing of this release any more) and record
     KataRemoved."""
     if not ctx.settings.dry_run and ctx.settings.node_name:
-        view = _fresh(ctx)
+        view = fresh(ctx)
         ops = removal_ops(ctx, view)
         if ops:
             ctx.kube().patch_node(view, ops)
@@ -198,7 +202,7 @@ def failed(ctx: Context, stage: str, exc: errors.InstallerError, *, removing: bo
         return
     reason = str(exc).replace("\n", " ")[:REASON_CHARS]
     try:
-        view = _fresh(ctx)  # its annotations as they are now: the patch adds to them
+        view = fresh(ctx)  # its annotations as they are now: the patch adds to them
         ctx.kube().patch_node(
             view, set_ops(view, _key(ctx), _value(ctx, FAILED, stage=stage, reason=reason))
         )

@@ -67,15 +67,6 @@ def _node(ctx: Context) -> str:
     return str(ctx.identity().name)
 
 
-def _same_node(ctx: Context, view: kube.NodeView) -> kube.NodeView:
-    if view.uid != ctx.identity().uid:
-        raise errors.Conflict(
-            f"node {view.name} was deleted and re-created while we waited (uid "
-            f"{ctx.identity().uid} became {view.uid}); not touching it"
-        )
-    return view
-
-
 def label_ops(view: kube.NodeView, key: str, value: str | None) -> list[dict[str, object]]:
     """JSON-patch ops that set (or, with None, remove) one label."""
     path = f"/metadata/labels/{kube.pointer(key)}"
@@ -108,7 +99,7 @@ class Label:
             ctx,
             node,
             f"Ready and the runtime serving {', '.join(handlers)}",
-            lambda v: served(_same_node(ctx, v), handlers),
+            lambda v: served(report.same_node(ctx, v), handlers),
         )
         if view.runtime_handlers:
             log.info("node %s is Ready and its runtime serves %s", node, ", ".join(handlers))
@@ -126,7 +117,7 @@ class Label:
     def revert(self, ctx: Context) -> bool:
         node = _node(ctx)
         others = state.other_installs(ctx.host, ctx.cfg)
-        view = _same_node(ctx, ctx.kube().get_node(node))  # fresh labels, same node
+        view = report.fresh(ctx)
         keep = ctx.keep_result  # DaemonSet mode: the annotation stays until the very end
         ops = report.removing_ops(ctx, view) if keep else report.removal_ops(ctx, view)
         if ctx.cfg.node_label in view.labels:
