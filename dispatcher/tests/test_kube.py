@@ -2,7 +2,9 @@
 JSON API, so the real client, URLs, query strings, bodies and streams are exercised.
 
 Cases: HTTP failures become the right exceptions (409 AlreadyExists vs Conflict, 404,
-410, 401/403, 400/422, 429 and 5xx with Retry-After seconds or date); ApiException
+410, 401/403, 400/422, 429 and 5xx with Retry-After seconds or date); a 401/403 is a
+missing right only from a ready server (/readyz) on a kind of request (method, path,
+namespace, watch or not) not allowed before in the run, else Transient; ApiException
 status 0; list pagination parameters and the bearer token; create/delete bodies (UID
 precondition, Background propagation); a watch stream with events, a bookmark, and an
 ERROR 410 event; the DaemonSet calls (foreground DELETE body, a Status answer, 404,
@@ -208,6 +210,76 @@ def test_429_carries_retry_after(server: Server) -> None:
     with pytest.raises(errors.Transient) as info:
         make_api(server.port).read_lease("ns", "j")
     assert info.value.status == 429 and info.value.retry_after == 2.0
+
+
+REFUSED = {
+    "kind": "Status",
+    "reason": "Forbidden",
+    "message": 'jobs is forbidden: User "system:serviceaccount:ns:d" cannot create resource "jobs"',
+}
+
+
+def test_a_refusal_from_a_ready_server_is_a_missing_right(server: Server) -> None:
+    server.replies += [(403, {}, REFUSED), (200, {}, "ok")]
+    api = make_api(server.port)
+    with pytest.raises(errors.Forbidden, match="cannot create resource") as info:
+        api.create_job("ns", {"metadata": {"name": "j"}})
+    assert not isinstance(info.value, errors.Transient)
+    assert [r["path"] for r in server.requests] == ["/apis/batch/v1/namespaces/ns/jobs", "/readyz"]
+    assert server.requests[1]["auth"] == "Bearer secret-token"
+    assert api.api_requests == 2
+
+
+@pytest.mark.parametrize(
+    ("readyz", "said"),
+    [
+        ((500, {}, "[-]informer-sync failed"), "/readyz answered HTTP 500"),
+        ((403, {}, REFUSED), "/readyz answered HTTP 403"),
+    ],
+)
+def test_a_refusal_from_a_server_not_ready_is_transient(
+    server: Server, readyz: tuple[int, dict[str, str], Any], said: str
+) -> None:
+    server.replies += [(401, {}, {"kind": "Status", "reason": "Unauthorized"}), readyz]
+    with pytest.raises(errors.Transient) as info:
+        make_api(server.port).list_nodes(limit=1)
+    assert info.value.status == 401
+    assert f"taken as passing: {said}" in str(info.value)
+
+
+def test_a_refusal_of_a_kind_of_request_allowed_before_is_transient(server: Server) -> None:
+    created = {"metadata": {"name": "j", "uid": "u"}}
+    server.replies += [
+        (201, {}, created),
+        (403, {}, REFUSED),  # the same kind (another name): no /readyz asked
+        (403, {}, REFUSED),  # another namespace: a kind not allowed before
+        (200, {}, "ok"),
+        (403, {}, REFUSED),  # DELETE: another verb
+        (200, {}, "ok"),
+    ]
+    api = make_api(server.port)
+    api.create_job("ns", {"metadata": {"name": "j1"}})
+    with pytest.raises(errors.Transient) as info:
+        api.create_job("ns", {"metadata": {"name": "j2"}})
+    assert info.value.status == 403
+    assert str(info.value) == (
+        "create Job ns/j2: HTTP 403: " + REFUSED["message"] + " (taken as passing: the same "
+        "kind of request was allowed earlier in this run)"
+    )
+    with pytest.raises(errors.Forbidden):
+        api.create_job("other", {"metadata": {"name": "j3"}})
+    with pytest.raises(errors.Forbidden):
+        api.delete_job("ns", "j1")
+    assert [r["path"] for r in server.requests].count("/readyz") == 2
+
+
+def test_a_watch_is_a_kind_of_request_of_its_own(server: Server) -> None:
+    server.replies += [(200, {}, {"metadata": {"resourceVersion": "1"}, "items": []})]
+    server.replies += [(403, {}, REFUSED), (200, {}, "ok")]
+    api = make_api(server.port)
+    api.list_jobs("ns", label_selector="a=b", limit=10)
+    with pytest.raises(errors.Forbidden):
+        api.watch_jobs("ns", label_selector="a=b", resource_version="1", timeout_seconds=5)
 
 
 def test_watch_streams_events_and_turns_error_410_into_gone(server: Server) -> None:

@@ -125,18 +125,20 @@ def test_the_tally_counts_each_retry_by_its_cause(clock: fakes.FakeClock) -> Non
         errors.Transient("x", status=503),
         errors.Transient("x", status=500),
         errors.Transient("x", message="connection refused"),
+        errors.Transient("x", status=403, message="refused by an API server still starting"),
     )
     retry.call(fn, policy=retry.Policy(budget=30), clock=clock, what="x", tally=tally)  # type: ignore[arg-type]
     assert tally.as_dict() == {
-        "total": 4,
+        "total": 5,
         "rate_limited": 1,
         "server_error": 2,
         "connection": 1,
+        "refused": 1,
         "watch_restarts": 0,
         "relists": 0,
     }
     assert tally.describe() == (
-        "4 retries (429: 1, 5xx: 2, connection: 1), 0 watch restarts, 0 relists"
+        "5 retries (429: 1, 5xx: 2, connection: 1, 401/403: 1), 0 watch restarts, 0 relists"
     )
 
 

@@ -8,10 +8,12 @@ owner's (immediately gone, or lingering until its DELETED event); a re-run after
 crash converges; 429 with Retry-After and 5xx are retried and counted by cause in the
 summary's `retries` (and logged); an exhausted budget before any Job ends the run with
 the error, one mid-rollout with an `api-unreachable` summary naming the nodes left (exit
-3); 410 Gone relists (counted) without losing results; a broken stream resumes (a watch
-restart, counted); SIGTERM stops
-dispatching; --timeout; progress lines; a Job deleted under us; a rejected Job;
---remove-install-jobs; dry run; the pacing invariant under random schedules (hypothesis).
+3); a 401/403 kube.py took for passing is retried and counted; any other error
+mid-rollout still names the nodes left (`error`, the error's exit code); 410 Gone
+relists (counted) without losing results; a broken stream resumes (a watch restart,
+counted); SIGTERM stops dispatching; --timeout; progress lines; a Job deleted under
+us; a rejected Job; --remove-install-jobs; dry run; the pacing invariant under random
+schedules (hypothesis).
 """
 
 from __future__ import annotations
@@ -540,6 +542,7 @@ def test_429_with_retry_after_and_5xx_are_retried(
         "rate_limited": 1,
         "server_error": 3,
         "connection": 0,
+        "refused": 0,
         "watch_restarts": 1,  # the watch that could not be opened (500)
         "relists": 0,
     }
@@ -558,7 +561,8 @@ def test_retries_are_logged_at_the_end(
         run(api, make_settings(), template, clock)
     line = next(r for r in caplog.records if r.getMessage().startswith("retries: "))
     assert line.getMessage() == (
-        "retries: 1 retries (429: 0, 5xx: 0, connection: 1), 0 watch restarts, 0 relists"
+        "retries: 1 retries (429: 0, 5xx: 0, connection: 1, 401/403: 0), 0 watch restarts, "
+        "0 relists"
     )
     assert line.__dict__["retries"]["connection"] == 1
 
@@ -588,6 +592,55 @@ def test_an_exhausted_budget_mid_rollout_names_what_was_not_done(
     ]
     assert out["not_dispatched"] == node_names(5)[2:]
     assert out["retries"]["connection"] == out["retries"]["watch_restarts"] > 3
+
+
+def test_a_refusal_from_an_api_server_still_starting_is_retried_and_counted(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    # what kube.py makes of a 403 from a kube-apiserver whose authorizer has not synced
+    api = make_api(4)
+    api.fail(
+        "create_job",
+        *[
+            errors.Transient("create Job", status=403, message="cannot create (taken as passing)")
+            for _ in range(3)
+        ],
+    )
+    summary = run(api, make_settings(parallelism=2), template, clock)
+    assert summary.outcome is rollout.Outcome.SUCCEEDED
+    assert dict(api.created) == {job_of(n): 1 for n in node_names(4)}
+    assert summary.as_dict()["retries"]["refused"] == 3
+    assert summary.as_dict()["retries"]["total"] == 3
+
+
+def test_any_error_mid_rollout_still_names_what_was_not_done(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(5)
+    api.default = fakes.Script(duration=100)
+    watches = {"n": 0}
+
+    def refuse(fake: fakes.FakeApi) -> None:  # a right taken away once the first Jobs run
+        watches["n"] += 1
+        if watches["n"] == 1:
+            fake.fail(
+                "watch_jobs",
+                errors.Forbidden("watch Jobs in kata", status=403, message="cannot watch jobs"),
+            )
+
+    api.on_watch = refuse
+    summary = run(api, make_settings(parallelism=2), template, clock)
+    assert summary.outcome is rollout.Outcome.ERROR
+    assert summary.exit_code is errors.ExitCode.USAGE
+    out = summary.as_dict()
+    assert out["result"] == "error" and out["exit_code"] == 2
+    assert out["error"] == "watch Jobs in kata: HTTP 403: cannot watch jobs"
+    assert out["unfinished"] == [
+        {"node": n, "job": job_of(n), "reason": "Error"} for n in node_names(2)
+    ]
+    assert out["not_dispatched"] == node_names(5)[2:]
+    assert out["succeeded"] == 0 and out["nodes_total"] == 5
+    assert dict(api.created) == {job_of(n): 1 for n in node_names(2)}
 
 
 def test_an_exhausted_budget_ends_the_run(

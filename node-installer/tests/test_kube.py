@@ -4,7 +4,8 @@ Cases (no API server: the client call is a function that raises what the client 
 a simulated clock):
 - 404 -> NotFound, 409 -> Conflict, 422 -> Unprocessable, 401/403 -> KubeRefused (exit 2)
   naming the RBAC the ServiceAccount needs, another 4xx -> KubeUnavailable with the code;
-  none of them retried;
+  none of them retried; but a 401/403 while the API server is not ready (its /readyz,
+  asked of a local HTTP server here) is retried;
 - 503, 500 and 429 are retried (the dispatcher's policy) and the call then succeeds,
   each retry counted in `retries`; a Retry-After is slept exactly, one beyond the
   budget gives up at once; a connection error that lasts past the budget becomes
@@ -16,8 +17,10 @@ a simulated clock):
 
 from __future__ import annotations
 
+import http.server
 import json
 import pathlib
+import threading
 from typing import Any
 
 import fakes
@@ -41,10 +44,14 @@ def clock() -> fakes.FakeClock:
 
 
 @pytest.fixture
-def api(tmp_path: pathlib.Path, clock: fakes.FakeClock) -> kube.ApiKube:
+def api(
+    tmp_path: pathlib.Path, clock: fakes.FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> kube.ApiKube:
     path = tmp_path / "kubeconfig"
     path.write_text(KUBECONFIG)
-    return kube.ApiKube(kubeconfig=str(path), policy=retry.Policy(budget=20), clock=clock)
+    made = kube.ApiKube(kubeconfig=str(path), policy=retry.Policy(budget=20), clock=clock)
+    monkeypatch.setattr(made, "_not_ready", lambda: "")  # a ready API server
+    return made
 
 
 def _raise(status: int, headers: dict[str, str] | None = None) -> Any:
@@ -152,6 +159,67 @@ def test_a_refusal_carries_what_the_api_said(api: kube.ApiKube) -> None:
 
     with pytest.raises(errors.KubeRefused, match="may change only node a"):
         api._call("patch node b", denied)
+
+
+def test_a_refusal_from_an_api_server_not_ready_is_retried(
+    api: kube.ApiKube, clock: fakes.FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    said = iter(["/readyz answered HTTP 500", "/readyz answered HTTP 403", ""])
+    monkeypatch.setattr(api, "_not_ready", lambda: next(said))
+    attempts = []
+
+    def restarting() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise kexc.ApiException(status=403, reason="Forbidden")
+        return "ok"
+
+    assert api._call("patch node a", restarting) == "ok"
+    assert len(attempts) == 3 and api.retries == 2
+    # once ready, the same refusal is an answer, not retried
+    monkeypatch.setattr(api, "_not_ready", lambda: "")
+    with pytest.raises(errors.KubeRefused):
+        api._call("patch node a", _raise(403))
+    assert api.retries == 2
+
+
+class _Readyz(http.server.BaseHTTPRequestHandler):
+    status = 200
+
+    def do_GET(self) -> None:
+        self.server.paths.append((self.path, self.headers.get("Authorization")))  # type: ignore[attr-defined]
+        self.send_response(type(self).status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("status", "said"), [(200, ""), (500, "/readyz answered HTTP 500")])
+def test_readiness_is_asked_of_the_api_server(
+    tmp_path: pathlib.Path, status: int, said: str
+) -> None:
+    handler = type("Handler", (_Readyz,), {"status": status})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.paths = []  # type: ignore[attr-defined]
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        path = tmp_path / "kubeconfig"
+        port = httpd.server_address[1]
+        path.write_text(KUBECONFIG.replace("https://127.0.0.1:1", f"http://127.0.0.1:{port}"))
+        assert kube.ApiKube(kubeconfig=str(path))._not_ready() == said
+        assert httpd.paths == [("/readyz", "Bearer t")]  # type: ignore[attr-defined]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_an_api_server_that_does_not_answer_is_not_ready(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "kubeconfig"
+    path.write_text(KUBECONFIG)
+    assert kube.ApiKube(kubeconfig=str(path))._not_ready().startswith("/readyz did not answer")
 
 
 def test_retry_after_in_seconds_or_as_a_date() -> None:

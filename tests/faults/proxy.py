@@ -20,6 +20,7 @@ duration):
     with FaultProxy.for_cluster(cluster) as proxy:     # proxy.url: https://127.0.0.1:PORT
         proxy.down(20)                                  # refuse and cut connections for 20 s
         proxy.http_errors(0.3, statuses=(429, 503), retry_after=1, duration=30)
+        proxy.http_errors(1.0, statuses=(403,), duration=5)  # refuse everything for 5 s
         proxy.cut_watches(every=3, duration=60)         # break each watch stream every 3 s
         proxy.delay(2, duration=60)                     # hold each request back 2 s
         proxy.counters()                                # what it injected so far
@@ -52,6 +53,7 @@ LOG = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 MAX_HEAD = 256 * 1024
 _REASONS = {
+    403: ("Forbidden", "Forbidden"),  # as a kube-apiserver answers before its authorizer syncs
     429: ("Too Many Requests", "TooManyRequests"),
     500: ("Internal Server Error", "InternalError"),
     502: ("Bad Gateway", "InternalError"),

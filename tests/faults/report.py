@@ -23,6 +23,7 @@ ORDER = (
     "http_429_503_60s",
     "watch_cuts_and_delays",
     "apiserver_restart",
+    "refused_while_starting",
     "budget_exhausted_rerun",
     "installer_label_unlabel",
 )
@@ -57,7 +58,8 @@ def _injected(inj: dict[str, Any]) -> str:
 def markdown(figures: dict[str, dict[str, Any]]) -> str:
     """One row per scenario: what was done to it and what it did."""
     rows = [
-        "| fault | nodes done | duplicates | peak in flight | retries: 429 / 5xx / connection "
+        "| fault | nodes done | duplicates | peak in flight "
+        "| retries: 429 / 5xx / connection / 401-403 "
         "| watch restarts / relists | proxy injected | dispatcher runs | seconds |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -73,6 +75,7 @@ def markdown(figures: dict[str, dict[str, Any]]) -> str:
             f"| {f['fault']} | {f['nodes_done']}/{f['nodes_selected']} | {f['duplicates']} "
             f"| {f['peak_in_flight']} of {f['parallelism']} "
             f"| {r.get('rate_limited', 0)} / {r.get('server_error', 0)} / {r.get('connection', 0)}"
+            f" / {r.get('refused', 0)}"
             f"{by_installer} "
             f"| {r.get('watch_restarts', 0)} / {r.get('relists', 0)} "
             f"| {_injected(f.get('injected') or {})} "

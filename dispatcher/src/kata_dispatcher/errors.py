@@ -51,7 +51,8 @@ class ApiError(DispatcherError):
 
 
 class Transient(ApiError):
-    """Worth retrying: connection trouble, 429, 5xx. `retry_after` is the server's hint."""
+    """Worth retrying: connection trouble, 429, 5xx, or a 401/403 from an API server
+    still starting (kube.py says when). `retry_after` is the server's hint."""
 
     def __init__(
         self,
@@ -90,7 +91,8 @@ class Gone(ApiError):
 
 
 class Forbidden(ApiError):
-    """HTTP 401/403: the ServiceAccount lacks a right; a configuration error (exit 2)."""
+    """HTTP 401/403 from a ready API server, on a kind of request not allowed before in
+    the run: the ServiceAccount lacks a right; a configuration error (exit 2)."""
 
     exit_code = ExitCode.USAGE
 

@@ -7,6 +7,11 @@ meanings (`AlreadyExists`, `Gone`, `Transient`). It must not retry: `retry.call`
 wraps every method from the outside, so one policy covers all calls. The client's own
 urllib3 retries are switched off for the same reason.
 
+A 401/403 is a missing right (`Forbidden`), except from an API server that is not
+ready (`GET /readyz`) or that allowed the same kind of request earlier in the run: a
+kube-apiserver just restarted refuses everything until its authorizer has synced, so
+those become `Transient`, retried within the budget like a 503.
+
 Requests go through the generated client's low-level `param_serialize`/`call_api` and
 return raw JSON: no model deserialisation (a 5000-node list stays cheap), and a Job
 template round-trips unchanged whatever fields it carries.
@@ -14,6 +19,7 @@ template round-trips unchanged whatever fields it carries.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import functools
 import json
@@ -46,6 +52,16 @@ _LEASE = "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
 _PODS = "/api/v1/namespaces/{namespace}/pods"
 _DAEMONSETS = "/apis/apps/v1/namespaces/{namespace}/daemonsets"
 _DAEMONSET = "/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}"
+_READYZ = "/readyz"
+
+
+class _Right(NamedTuple):
+    """A kind of request as RBAC sees it (names aside: ours are allowed alike)."""
+
+    method: str
+    path: str  # the template, e.g. _JOBS
+    namespace: str
+    watch: bool
 
 
 class Page(NamedTuple):
@@ -282,6 +298,7 @@ class KubeApi:
         self._client = k8s_client.ApiClient(configuration)
         self._timeout = request_timeout
         self._requests = 0
+        self._allowed: set[_Right] = set()  # the kinds of request answered 2xx so far
 
     @property
     def api_requests(self) -> int:
@@ -317,11 +334,17 @@ class KubeApi:
             body=body,
             auth_settings=["BearerToken"],
         )
+        right = _Right(
+            method,
+            path,
+            (path_params or {}).get("namespace", ""),
+            any(key == "watch" for key, _ in query or []),
+        )
         self._requests += 1
         try:
             response = self._client.call_api(*request, _request_timeout=timeout or self._timeout)
         except k8s_exceptions.ApiException as exc:
-            raise translate(what, exc) from exc
+            raise self._judged(translate(what, exc), right) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise errors.Transient(what, message=f"{type(exc).__name__}: {exc}") from exc
         if not 200 <= response.status <= 299:
@@ -329,8 +352,50 @@ class KubeApi:
                 data = response.read()  # type: ignore[no-untyped-call]
             except (urllib3.exceptions.HTTPError, OSError):
                 data = b""
-            raise error_for(what, response.status, headers=response.headers, body=data)
+            error = error_for(what, response.status, headers=response.headers, body=data)
+            raise self._judged(error, right)
+        self._allowed.add(right)
         return response
+
+    def _judged(self, error: errors.ApiError, right: _Right) -> errors.ApiError:
+        """A refusal (401/403) says we lack a right only when the API server is ready and
+        has not allowed this kind of request earlier in this run. A kube-apiserver that
+        was just restarted serves requests before its authorizer has synced, and refuses
+        them all until it has: that passes, so it is retried as a 503 would be."""
+        if not isinstance(error, errors.Forbidden):
+            return error
+        if right in self._allowed:
+            why = "the same kind of request was allowed earlier in this run"
+        else:
+            why = self._not_ready()
+            if not why:
+                return error
+        return errors.Transient(
+            error.what,
+            status=error.status,
+            reason=error.reason,
+            message=f"{error.message or error.reason or 'refused'} (taken as passing: {why})",
+        )
+
+    def _not_ready(self) -> str:
+        """Empty when the API server says it is ready (GET /readyz answers 200), else
+        what it said instead."""
+        request = self._client.param_serialize(
+            method="GET",
+            resource_path=_READYZ,
+            header_params={"Accept": "text/plain"},
+            auth_settings=["BearerToken"],
+        )
+        self._requests += 1
+        try:
+            response = self._client.call_api(*request, _request_timeout=min(self._timeout, 5.0))
+        except k8s_exceptions.ApiException as exc:
+            return f"{_READYZ} answered HTTP {exc.status}"
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            return f"{_READYZ} did not answer: {type(exc).__name__}"
+        with contextlib.suppress(urllib3.exceptions.HTTPError, OSError):
+            response.read()  # type: ignore[no-untyped-call]
+        return "" if response.status == 200 else f"{_READYZ} answered HTTP {response.status}"
 
     def _json(self, what: str, method: str, path: str, **kwargs: Any) -> Obj:
         response = self._send(what, method, path, **kwargs)

@@ -58,10 +58,11 @@ class Policy:
 class Tally:
     """The retries of one run, by cause (the summary's `retries`).
 
-    rate_limited, server_error, connection: each retry `call` made (one more attempt
-    after a sleep), by the failure before it: HTTP 429, HTTP 5xx (a watch's ERROR event
-    with a 5xx code too), or no HTTP answer at all (refused, reset, timed out, a stream
-    that broke off). Their sum is `total`.
+    rate_limited, server_error, connection, refused: each retry `call` made (one more
+    attempt after a sleep), by the failure before it: HTTP 429, HTTP 5xx (a watch's
+    ERROR event with a 5xx code too), no HTTP answer at all (refused, reset, timed out, a
+    stream that broke off), or a 401/403 from an API server still starting (see
+    kube.py). Their sum is `total`.
     watch_restarts: how many of those re-opened a watch, counted by the watch loop.
     relists: a watch's resourceVersion expired (410 Gone) and everything was listed
     again; not a failed request, so not in `total`."""
@@ -69,12 +70,13 @@ class Tally:
     rate_limited: int = 0
     server_error: int = 0
     connection: int = 0
+    refused: int = 0
     watch_restarts: int = 0
     relists: int = 0
 
     @property
     def total(self) -> int:
-        return self.rate_limited + self.server_error + self.connection
+        return self.rate_limited + self.server_error + self.connection + self.refused
 
     def count(self, exc: BaseException | None) -> None:
         """One retry after `exc`."""
@@ -83,6 +85,8 @@ class Tally:
             self.rate_limited += 1
         elif status is not None and status >= 500:
             self.server_error += 1
+        elif status in (401, 403):
+            self.refused += 1
         else:
             self.connection += 1
 
@@ -92,6 +96,7 @@ class Tally:
             "rate_limited": self.rate_limited,
             "server_error": self.server_error,
             "connection": self.connection,
+            "refused": self.refused,
             "watch_restarts": self.watch_restarts,
             "relists": self.relists,
         }
@@ -100,7 +105,8 @@ class Tally:
         """The log's words for it."""
         return (
             f"{self.total} retries (429: {self.rate_limited}, 5xx: {self.server_error}, "
-            f"connection: {self.connection}), {self.watch_restarts} watch restarts, "
+            f"connection: {self.connection}, 401/403: {self.refused}), "
+            f"{self.watch_restarts} watch restarts, "
             f"{self.relists} relists"
         )
 

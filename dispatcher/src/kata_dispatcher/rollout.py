@@ -137,6 +137,9 @@ class Outcome(enum.StrEnum):
     YIELDED = "yielded"  # another run holds the release's Lease (--lease-mode yield)
     # a request kept failing transiently for the whole --retry-budget mid-rollout
     UNREACHABLE = "api-unreachable"
+    # any other error stopped the run mid-rollout (e.g. a right refused by a ready API
+    # server); the exit code is the error's own
+    ERROR = "error"
 
 
 _EXIT = {
@@ -171,7 +174,8 @@ class Summary:
     max_failed_nodes: int = 0  # the budget, resolved to a count of nodes
     jobs: list[Obj] = dataclasses.field(default_factory=list)  # dry run only
     retries: retry.Tally = dataclasses.field(default_factory=retry.Tally)
-    error: str = ""  # api-unreachable: the request that kept failing, and how
+    error: str = ""  # api-unreachable, error: the request that failed, and how
+    error_exit: errors.ExitCode = errors.ExitCode.USAGE  # the exit code of an ERROR
 
     @property
     def not_done(self) -> int:
@@ -180,7 +184,7 @@ class Summary:
 
     @property
     def exit_code(self) -> errors.ExitCode:
-        return _EXIT[self.outcome]
+        return self.error_exit if self.outcome is Outcome.ERROR else _EXIT[self.outcome]
 
     def as_dict(self) -> Obj:
         return {
@@ -256,6 +260,7 @@ class Rollout(watching.Watcher):
         self._inspect = config.inspect_pods
         self._lease: lease.Lease | None = None
         self._error = ""
+        self._error_exit = errors.ExitCode.USAGE
 
     # -- planning ---------------------------------------------------------------------
 
@@ -474,6 +479,7 @@ class Rollout(watching.Watcher):
             len(plan.skipped),
             len(plan.failed),
         )
+        outcome: Outcome | None = None
         try:
             if plan.tasks:
                 self._relist(initial=True)
@@ -493,28 +499,14 @@ class Rollout(watching.Watcher):
                 self._cfg.retry_budget,
                 exc,
             )
-        if self._error:
             outcome = Outcome.UNREACHABLE
-        elif self._stop.requested:
-            outcome = Outcome.TERMINATED
-        elif self._pacer.active or self._pacer.queue:
-            outcome = Outcome.TIMEOUT
-            log.error("--timeout of %.0fs reached before every node finished", self._cfg.timeout)
-        else:
-            not_done = (
-                len(plan.failed)
-                + len(plan.skipped)
-                + sum(t.state is TaskState.FAILED for t in plan.tasks)
-            )
-            allowed = self._cfg.max_failed_nodes.allowed(plan.selected)
-            outcome = Outcome.FAILED if not_done > allowed else Outcome.SUCCEEDED
-            if not_done and outcome is Outcome.SUCCEEDED:
-                log.warning(
-                    "%d selected nodes are not done, within --max-failed-nodes %s (%d nodes)",
-                    not_done,
-                    self._cfg.max_failed_nodes,
-                    allowed,
-                )
+        except errors.DispatcherError as exc:
+            # Any other error ends the run just as surely: say which nodes are left too.
+            self._error, self._error_exit = str(exc), exc.exit_code
+            log.error("stopping: %s", exc)
+            outcome = Outcome.ERROR
+        if outcome is None:
+            outcome = self._verdict(plan)
         self._log_progress()
         log.info("retries: %s", self._tally.describe(), extra={"retries": self._tally.as_dict()})
         complete = outcome is Outcome.SUCCEEDED and not (
@@ -526,9 +518,37 @@ class Rollout(watching.Watcher):
             log.warning("keeping the install Jobs: the cleanup did not succeed on every node")
         return self._summary(plan, outcome)
 
+    def _verdict(self, plan: Plan) -> Outcome:
+        """How a run that was not stopped by an error ended."""
+        if self._stop.requested:
+            return Outcome.TERMINATED
+        if self._pacer.active or self._pacer.queue:
+            log.error("--timeout of %.0fs reached before every node finished", self._cfg.timeout)
+            return Outcome.TIMEOUT
+        not_done = (
+            len(plan.failed)
+            + len(plan.skipped)
+            + sum(t.state is TaskState.FAILED for t in plan.tasks)
+        )
+        allowed = self._cfg.max_failed_nodes.allowed(plan.selected)
+        if not_done > allowed:
+            return Outcome.FAILED
+        if not_done:
+            log.warning(
+                "%d selected nodes are not done, within --max-failed-nodes %s (%d nodes)",
+                not_done,
+                self._cfg.max_failed_nodes,
+                allowed,
+            )
+        return Outcome.SUCCEEDED
+
     def _summary(self, plan: Plan, outcome: Outcome) -> Summary:
         tasks = plan.tasks
-        reason = {Outcome.TERMINATED: "Terminated", Outcome.UNREACHABLE: "ApiUnreachable"}
+        reason = {
+            Outcome.TERMINATED: "Terminated",
+            Outcome.UNREACHABLE: "ApiUnreachable",
+            Outcome.ERROR: "Error",
+        }
         unfinished = [
             {
                 "node": t.node,
@@ -562,6 +582,7 @@ class Rollout(watching.Watcher):
             jobs=[self._body(t) for t in tasks] if outcome is Outcome.DRY_RUN else [],
             retries=self._tally,
             error=self._error,
+            error_exit=self._error_exit,
         )
 
     def _body(self, task: Task) -> Obj:

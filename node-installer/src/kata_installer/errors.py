@@ -61,7 +61,8 @@ class KubeUnavailable(InstallerError):
 
 
 class Transient(KubeUnavailable):
-    """Worth retrying: connection trouble, 429, 5xx. `retry_after` is the server's hint.
+    """Worth retrying: connection trouble, 429, 5xx, a 401/403 from an API server not
+    ready. `retry_after` is the server's hint.
     What the caller sees once the retry budget is spent (exit 3)."""
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
@@ -70,7 +71,8 @@ class Transient(KubeUnavailable):
 
 
 class KubeRefused(KubeUnavailable):
-    """The API refused us (401/403: a missing RBAC right, or the node policy), or there
+    """A ready API server refused us (401/403: a missing RBAC right, or the node
+    policy), or there
     are no credentials to ask with: a configuration error (exit 2), as in the dispatcher."""
 
     exit_code = ExitCode.USAGE

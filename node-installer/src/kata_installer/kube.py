@@ -6,7 +6,9 @@ same name is never touched: the API refuses the patch and that becomes errors.Co
 
 Callers see the small `Kube` protocol, so tests use an in-memory fake. API exceptions
 are translated into errors.NotFound / Conflict / Unprocessable / KubeRefused (401/403,
-exit 2); connection errors, 429 and 5xx become errors.Transient and are retried by
+exit 2); connection errors, 429, 5xx, and a 401/403 from an API server whose `/readyz`
+does not answer 200 (a kube-apiserver just restarted refuses everything until its
+authorizer has synced) become errors.Transient and are retried by
 `retry.call`, the policy kata-dispatcher uses too (budget from the first failure,
 full-jitter backoff, Retry-After honoured), each retry counted in `retries`.
 Credentials: --kubeconfig, else $KUBECONFIG (through Settings), else in-cluster.
@@ -102,9 +104,11 @@ def _retry_after(headers: Any) -> float | None:
     return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
-def _transient(what: str, fn: Callable[[], T]) -> Callable[[], T]:
+def _transient(what: str, fn: Callable[[], T], not_ready: Callable[[], str]) -> Callable[[], T]:
     """`fn` with what is worth retrying raised as errors.Transient: connection errors,
-    429 and 5xx (the dispatcher's classification)."""
+    429 and 5xx, and a 401/403 while `not_ready()` says why the API server is not ready
+    (the dispatcher's classification; its other rule, a kind of request allowed before,
+    is not ours: the own-node policy refuses a Node patch for what it changes)."""
 
     def attempt() -> T:
         try:
@@ -115,6 +119,11 @@ def _transient(what: str, fn: Callable[[], T]) -> Callable[[], T]:
                 raise errors.Transient(
                     f"{what}: API error {status} {exc.reason}",
                     retry_after=_retry_after(exc.headers),
+                ) from exc
+            why = not_ready() if status in (401, 403) else ""
+            if why:
+                raise errors.Transient(
+                    f"{what}: API error {status} {exc.reason} (taken as passing: {why})"
                 ) from exc
             raise
         except (urlexc.HTTPError, ConnectionError, TimeoutError) as exc:
@@ -174,7 +183,7 @@ class ApiKube:
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
             return retry.call(
-                _transient(what, fn),
+                _transient(what, fn, self._not_ready),
                 policy=self._policy,
                 clock=self._clock,
                 what=what,
@@ -196,6 +205,25 @@ class ApiKube:
                     "daemonsets: get) and that this pod changes only its own node"
                 ) from exc
             raise errors.KubeUnavailable(f"{what}: API error {exc.status} {exc.reason}") from exc
+
+    def _not_ready(self) -> str:
+        """Empty when the API server says it is ready (GET /readyz answers 200), else
+        what it said instead."""
+        api = self._core.api_client
+        request = api.param_serialize(
+            method="GET",
+            resource_path="/readyz",
+            header_params={"Accept": "text/plain"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = api.call_api(*request, _request_timeout=self._timeout)
+            response.read()
+        except kexc.ApiException as exc:
+            return f"/readyz answered HTTP {exc.status}"
+        except (urlexc.HTTPError, OSError) as exc:
+            return f"/readyz did not answer: {type(exc).__name__}"
+        return "" if response.status == 200 else f"/readyz answered HTTP {response.status}"
 
     def get_node_labels(self, name: str) -> dict[str, str]:
         node: Any = self._call(
