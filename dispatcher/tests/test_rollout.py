@@ -567,20 +567,26 @@ def test_retries_are_logged_at_the_end(
     assert line.__dict__["retries"]["connection"] == 1
 
 
+def _after_the_first_watch(api: fakes.FakeApi, method: str, *exc: Exception) -> None:
+    """Once the first Jobs are created and watched, the next calls of `method` raise these."""
+    watches = {"n": 0}
+
+    def hook(fake: fakes.FakeApi) -> None:
+        watches["n"] += 1
+        if watches["n"] == 1:
+            fake.fail(method, *exc)
+
+    api.on_watch = hook
+
+
 def test_an_exhausted_budget_mid_rollout_names_what_was_not_done(
     make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
 ) -> None:
     api = make_api(5)
     api.default = fakes.Script(duration=100)
-    created = {"n": 0}
-
-    def outage(fake: fakes.FakeApi) -> None:  # the API goes away after the first Jobs
-        created["n"] += 1
-        if created["n"] == 1:
-            refused = errors.Transient("watch Jobs", message="connection refused")
-            fake.fail("watch_jobs", *[refused] * 1000)
-
-    api.on_watch = outage
+    # the API goes away after the first Jobs
+    refused = errors.Transient("watch Jobs", message="connection refused")
+    _after_the_first_watch(api, "watch_jobs", *[refused] * 1000)
     summary = run(api, make_settings(parallelism=2, retry_budget=30), template, clock)
     assert summary.outcome is rollout.Outcome.UNREACHABLE
     assert summary.exit_code is errors.ExitCode.API_UNREACHABLE
@@ -618,17 +624,9 @@ def test_any_error_mid_rollout_still_names_what_was_not_done(
 ) -> None:
     api = make_api(5)
     api.default = fakes.Script(duration=100)
-    watches = {"n": 0}
-
-    def refuse(fake: fakes.FakeApi) -> None:  # a right taken away once the first Jobs run
-        watches["n"] += 1
-        if watches["n"] == 1:
-            fake.fail(
-                "watch_jobs",
-                errors.Forbidden("watch Jobs in kata", status=403, message="cannot watch jobs"),
-            )
-
-    api.on_watch = refuse
+    # a right taken away once the first Jobs run
+    refused = errors.Forbidden("watch Jobs in kata", status=403, message="cannot watch jobs")
+    _after_the_first_watch(api, "watch_jobs", refused)
     summary = run(api, make_settings(parallelism=2), template, clock)
     assert summary.outcome is rollout.Outcome.ERROR
     assert summary.exit_code is errors.ExitCode.USAGE
