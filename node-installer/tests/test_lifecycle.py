@@ -1,6 +1,7 @@
 """Lifecycle of every fixture host: install, compare with golden files, install again
 (nothing changes: bytes, modes, mtimes; no restart requested), uninstall (the tree equals
-the original byte for byte, /run aside).
+the original byte for byte, and no marker is left in /run); a job-mode cleanup (its three
+revert stages alone) leaves no marker in /run either.
 
 Cases: every directory under fixtures/hosts/ (see each case.yaml). Golden files live in
 fixtures/hosts/<case>/golden/: every host file outside /opt and /run that the install
@@ -35,6 +36,29 @@ def _golden(case: str, before: dict, after: dict, root: pathlib.Path) -> dict[st
     ]
     out["opt-tree.txt"] = ("\n".join(listing) + "\n").encode()
     return out
+
+
+def _markers(root: pathlib.Path) -> list[str]:
+    """What is in the host's /run/kata-deploy (the snapshots leave /run out). The
+    directory itself stays: the chart's hostPath volume makes it, and the host lock of
+    every install (lock.py) lives in it."""
+    return sorted(str(p.relative_to(root)) for p in (root / "run/kata-deploy").rglob("*"))
+
+
+def test_a_cleanup_job_leaves_no_marker_in_run(
+    tmp_path: pathlib.Path, make_ctx: MakeCtx, kube: fakes.FakeKube
+) -> None:
+    # job mode: the cleanup Job runs only unlabel, revert-cri and remove-artifacts, each
+    # a process of its own; host-check's marker from the install goes with the last one
+    root = seed_host("containerd2-noimports", tmp_path / "host")
+    cfg = FIXTURES / "containerd2-noimports" / "installer.yaml"
+    stages.install(make_ctx(root, cfg))
+    assert "run/kata-deploy/kata/host-check.done" in _markers(root)
+    for name in ("unlabel", "revert-cri", "remove-artifacts"):
+        stages.run_revert(make_ctx(root, cfg), stages.by_name(name)[1])
+        left = _markers(root)
+        assert ("run/kata-deploy/kata/host-check.done" in left) == (name != "remove-artifacts")
+    assert _markers(root) == []
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -87,6 +111,7 @@ def test_lifecycle(
         last = i == len(meta["uninstall"]) - 1
         assert ("katacontainers.io/kata-runtime" in kube.labels[NODE]) == (not last)
     assert diff(original, snapshot(root)) == []
+    assert _markers(root) == []  # no marker left in /run either
 
     # uninstall again: safe, changes nothing
     for name in meta["uninstall"]:

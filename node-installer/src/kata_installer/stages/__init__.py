@@ -146,6 +146,12 @@ def run_revert(ctx: Context, stage: Stage) -> str:
         outcome = "reverted" if stage.revert(ctx) else "skipped"
         if not ctx.settings.dry_run:
             markers.clear_done(ctx.host, ctx.writer, ctx.cfg.install_name, stage.name)
+            markers.forget_when_reverted(
+                ctx.host,
+                ctx.writer,
+                ctx.cfg.install_name,
+                read_only=[st.name for st in STAGES if st.read_only],
+            )
         log.info("stage %d/%d %s: %s", index, len(STAGES), stage.revert_name, outcome)
     return outcome
 
