@@ -9,7 +9,9 @@ API access, the CLI's exit codes. Found by test_fuzz_host_config: containerd con
 tomlkit cannot edit faithfully (an inline runtimes table, dotted keys, tables out of
 order, a non-table where a table goes) and a CRI-O drop-in already at our name are
 refused by host-check, naming the file, before anything is written; an import glob that
-climbs with `..` gets our drop-in imported by name instead.
+climbs with `..` gets our drop-in imported by name instead. Too little space under
+/opt is refused by host-check on a fresh host, and by the artifacts stage on an upgrade,
+before any copy.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import shutil
 import pytest
 from conftest import FIXTURES, NODE, MakeCtx, diff, seed_host, snapshot
 from kata_installer import cli, config, errors, hostpaths, stages
+from kata_installer.stages import artifacts
 
 
 def _cfg(tmp_path: pathlib.Path, text: str) -> pathlib.Path:
@@ -216,6 +219,46 @@ def test_read_only_directory(tmp_path: pathlib.Path, make_ctx: MakeCtx) -> None:
     stages.install(make_ctx(root, cfg))  # once writable, a re-run converges
     stages.uninstall(make_ctx(root, cfg))
     assert diff(before, snapshot(root)) == []
+
+
+def test_too_little_space_is_refused_before_anything_is_written(
+    tmp_path: pathlib.Path, make_ctx: MakeCtx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = seed_host("containerd2-noimports", tmp_path / "host")
+    cfg = FIXTURES / "containerd2-noimports" / "installer.yaml"
+    before = snapshot(root)
+    monkeypatch.setattr(artifacts, "free_bytes", lambda _path: 1 << 20)
+    with pytest.raises(
+        errors.HostError, match=r"not enough space under /opt: need \d+ MiB, 1 MiB free"
+    ):
+        stages.install(make_ctx(root, cfg))
+    assert diff(before, snapshot(root)) == []
+
+
+def test_an_upgrade_short_of_space_keeps_what_is_installed(
+    tmp_path: pathlib.Path, make_ctx: MakeCtx, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = seed_host("containerd2-noimports", tmp_path / "host")
+    cfg = FIXTURES / "containerd2-noimports" / "installer.yaml"
+    stages.install(make_ctx(root, cfg))
+    installed = snapshot(root)
+    target = next(p for p in (root / "opt").iterdir() if p.name.startswith("kata"))
+    victim = next(
+        p
+        for p in sorted(target.rglob("*"))
+        if p.is_file() and not p.is_symlink() and not p.name.startswith(".")
+    )
+    victim.write_bytes(b"changed")  # the artifacts stage must copy them again
+    changed = snapshot(root)
+    monkeypatch.setattr(artifacts, "free_bytes", lambda _path: 1 << 20)
+    with pytest.raises(
+        errors.HostError, match=r"not enough space in /opt: need \d+ MiB, 1 MiB free"
+    ):
+        stages.install(make_ctx(root, cfg))
+    assert diff(changed, snapshot(root)) == []  # no staging copy, no half swap
+    monkeypatch.undo()
+    stages.install(make_ctx(root, cfg))  # with room again, it converges
+    assert diff(installed, snapshot(root)) == []
 
 
 def test_host_check_problems_are_listed(tmp_path: pathlib.Path, make_ctx: MakeCtx) -> None:
