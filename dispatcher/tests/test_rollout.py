@@ -392,6 +392,25 @@ def _earlier(template: dict[str, Any], *, same_template: bool) -> dict[str, str]
     return labels
 
 
+def test_jobs_taken_over_above_the_cap_hold_back_new_ones(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    # an interrupted run at parallelism 5, then an upgrade that lowers it to 2: the five
+    # running Jobs are taken over (never killed), and no new Job starts until fewer
+    # than 2 are unfinished
+    api = make_api(8)
+    api.default = fakes.Script(duration=20)
+    labels = _earlier(template, same_template=True)
+    for n in node_names(8)[:5]:
+        api.add_job(job_of(n), labels=labels, owner_uid="old-uid", node=n)
+    summary = run(api, make_settings(parallelism=2), template, clock)
+    assert summary.outcome is rollout.Outcome.SUCCEEDED and summary.succeeded == 8
+    assert summary.adopted == 5
+    assert set(api.created) == {job_of(n) for n in node_names(8)[5:]}
+    assert api.max_unfinished <= 2  # counted at each create: the taken-over ones included
+    assert summary.peak_in_flight == 5  # the summary does not hide them
+
+
 def test_an_earlier_owners_failed_job_is_replaced(
     make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
 ) -> None:
@@ -915,6 +934,37 @@ def test_a_run_holds_the_lease_renews_it_and_releases_it(
     assert len(writes) >= 3 and writes[-1] == ""  # renewed on ticks, released at the end
     assert set(writes[:-1]) == {"dispatcher/owner-uid"}
     assert api.leases["kata-deploy-dispatcher"]["spec"]["holderIdentity"] == ""
+
+
+def test_the_lease_is_owned_by_the_anchor_so_it_goes_with_the_release(
+    make_api: MakeApi, make_settings: MakeSettings, template: dict[str, Any], clock: fakes.FakeClock
+) -> None:
+    api = make_api(2)
+    api.configmaps["templates"] = {"metadata": {"name": "templates", "uid": "cm-uid"}}
+    # one left by an earlier chart version, with no owner: taken, and given one
+    api.leases["kata-deploy-dispatcher"] = {
+        "metadata": {"name": "kata-deploy-dispatcher", "resourceVersion": "1"},
+        "spec": {"holderIdentity": ""},
+    }
+    config = make_settings(lease="kata-deploy-dispatcher", anchor_configmap="templates")
+    assert run(api, config, template, clock).outcome is rollout.Outcome.SUCCEEDED
+    owner = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "name": "templates",
+        "uid": "cm-uid",
+        "controller": False,
+        "blockOwnerDeletion": False,
+    }
+    writes = api.calls_of("replace_lease")
+    assert len(writes) >= 2  # taken, released
+    assert all(c.args["body"]["metadata"]["ownerReferences"] == [owner] for c in writes)
+    assert api.leases["kata-deploy-dispatcher"]["metadata"]["ownerReferences"] == [owner]
+    # and a Lease created afresh carries it from the start
+    del api.leases["kata-deploy-dispatcher"]
+    run(api, config, template, clock)
+    [create] = api.calls_of("create_lease")
+    assert create.args["body"]["metadata"]["ownerReferences"] == [owner]
 
 
 def test_a_run_the_api_left_does_not_wait_a_second_budget_to_release_its_lease(

@@ -4,8 +4,9 @@ For the defaults, every ci/*-values.yaml and both try-kata files, each in Daemon
 job mode (job mode with the reconcile CronJob too), rendered as `helm install` would for
 a 1.36 server (so the node policy is in): every Role and ClusterRole rule names its API
 groups, resources and verbs without `*`, has no nonResourceURLs, and grants only verbs
-from the list below for its resource. The real requests those rules must allow and
-refuse are e2e's (tests/e2e/test_node_policy.py, and each scenario's own real tokens).
+from the list below for its resource (by name only, where the list says so). The real
+requests those rules must allow and refuse are e2e's (tests/e2e/test_node_policy.py, and
+each scenario's own real tokens).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ ALLOWED: dict[tuple[str, str], set[str]] = {
     ("apps", "daemonsets"): {"get", "list", "watch", "delete"},
     ("batch", "jobs"): {"create", "list", "watch", "delete", "patch"},
     ("batch", "cronjobs"): {"delete"},
-    ("coordination.k8s.io", "leases"): {"create", "get", "update"},
+    ("coordination.k8s.io", "leases"): {"create", "get", "update", "delete"},
 }
 # Verbs on these may be granted only for named objects (resourceNames).
 BY_NAME_ONLY = {
@@ -49,6 +50,8 @@ BY_NAME_ONLY = {
     ("batch", "cronjobs"),
     ("", "configmaps"),
 }
+# ...and on these, every verb but these (RBAC cannot limit `create` by name).
+BY_NAME_BUT = {("coordination.k8s.io", "leases"): {"create"}}
 
 Obj = dict[str, Any]
 
@@ -83,6 +86,8 @@ def test_no_wildcard_and_nothing_beyond_the_list(values: pathlib.Path | None, mo
                 extra = set(rule["verbs"]) - allowed
                 assert not extra, f"{where}: {sorted(extra)} on {group or 'core'}/{resource}"
                 if (group, resource) in BY_NAME_ONLY:
+                    assert rule.get("resourceNames"), f"{where}: {resource} not limited by name"
+                if set(rule["verbs"]) - BY_NAME_BUT.get((group, resource), set(rule["verbs"])):
                     assert rule.get("resourceNames"), f"{where}: {resource} not limited by name"
 
 

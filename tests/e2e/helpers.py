@@ -122,11 +122,11 @@ def job_node(job: Obj) -> str:
 
 
 def namespace_empty(cluster: Cluster, namespace: str) -> list[str]:
-    """What of ours is still in ``namespace`` (Jobs, pods, ConfigMaps, SAs, RBAC)."""
+    """What of ours is still in ``namespace`` (Jobs, pods, ConfigMaps, SAs, RBAC, Leases)."""
     out = kubectl(
         cluster,
         "get",
-        "jobs,pods,configmaps,serviceaccounts,roles,rolebindings,daemonsets,secrets",
+        "jobs,pods,configmaps,serviceaccounts,roles,rolebindings,daemonsets,secrets,leases",
         "-n",
         namespace,
         "-o",

@@ -5,6 +5,9 @@ dispatcher, and two of them dispatching for the same release at once would race 
 same per-node Jobs (and an uninstall would race a reconcile that installs). A Lease in
 the release namespace is the lock: `acquire` takes it (creating it the first time), the
 run renews it on every progress tick, `release` empties it at the end, SIGTERM included.
+Its owner is the release's Job-template ConfigMap, when the run has one (`owner`), so
+the garbage collector deletes the Lease when `helm uninstall` deletes the ConfigMap:
+nothing of the release is left in its namespace.
 A dispatcher killed outright (SIGKILL, a lost node) stops renewing it, and anyone may
 take it once `leaseDurationSeconds` have passed since its `renewTime`: the lock survives
 the pod without outliving it. Taking and renewing are updates with the resourceVersion
@@ -91,9 +94,11 @@ class Lease:
         duration: int,
         send: Callable[[Callable[[], Obj], str], Obj],
         clock: retry.Clock,
+        owner: Obj | None = None,
         now: Callable[[], datetime.datetime] = _utc_now,
     ) -> None:
         self._api = api
+        self._owner = owner  # an ownerReference, written with every update
         self._ns = namespace
         self._name = name
         self._identity = identity
@@ -130,6 +135,8 @@ class Lease:
             spec["acquireTime"] = now
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if lease else 0)
         meta: Obj = {"name": self._name, "namespace": self._ns}
+        if self._owner is not None:
+            meta["ownerReferences"] = [self._owner]
         if lease is not None:
             meta["resourceVersion"] = (lease.get("metadata") or {}).get("resourceVersion", "")
         return {

@@ -14,8 +14,9 @@ is reduced page by page to a `Seen` per name. A dry run, which prints every body
 one exception.
 
 What it must not do: stop the other nodes because one failed; exceed the cap with Jobs
-it creates; create anything in a dry run; swallow API errors it does not understand
-(they end the run with their exit code).
+it creates (Jobs it takes over running count against the cap, and may be above it: they
+are never killed to get under it); create anything in a dry run; swallow API errors it
+does not understand (they end the run with their exit code).
 """
 
 from __future__ import annotations
@@ -312,7 +313,8 @@ class Rollout(watching.Watcher):
         """Read the owner, select and admit nodes, name each node's Job."""
         cfg = self._cfg
         owner = self._owner if self._owner.uid else self._read_owner()
-        self._anchor = self._read_anchor()
+        if self._anchor is None:  # run() read it already, unless this is a dry run
+            self._anchor = self._read_anchor()
         rule = self._done_rule()
         selector = nodes.Selector(
             self._api,
@@ -381,6 +383,7 @@ class Rollout(watching.Watcher):
         if cleanup and self._cfg.remove_install_jobs:
             self._stop_install_run(self._cfg.remove_install_jobs)
         self._owner = self._read_owner()
+        self._anchor = self._read_anchor()
         if self._cfg.lease:
             self._lease = lease.Lease(
                 self._api,
@@ -391,6 +394,8 @@ class Rollout(watching.Watcher):
                 duration=self._cfg.lease_duration,
                 send=self._call,
                 clock=self._clock,
+                # gone with the release's ConfigMap at `helm uninstall`
+                owner=self._anchor.reference() if self._anchor is not None else None,
             )
         if self._lease is not None and not self._lease.acquire(
             self._cfg.lease_mode, give_up=self._halted
