@@ -53,7 +53,8 @@ The kata-deploy Helm chart's unprivileged helper. It only talks to the API serve
                     template, at most --parallelism unfinished at a time, and wait for
                     all of them (job mode's post-install,post-upgrade hook and its
                     reconcile CronJob)
-  cleanup           the same with the cleanup template (job mode's pre-delete hook)
+  cleanup           the same with the cleanup template (job mode's pre-delete hook, and
+                    DaemonSet mode's uninstall sweep)
   delete-daemonset  delete the installer DaemonSet in the foreground and wait until
                     every pod has reverted its node (DaemonSet mode's pre-delete hook)
 
@@ -279,7 +280,8 @@ def _add_job_flags(parser: argparse.ArgumentParser, stage: settings.Stage) -> No
         metavar="NAME",
         help="a ConfigMap in --namespace that co-owns every per-node Job (the chart's "
         "Job-template ConfigMap): deleting the dispatcher Job then leaves Jobs in flight "
-        "running, for the next dispatcher to adopt (needs 'get' on that ConfigMap)",
+        "running, for the next dispatcher to adopt; it owns the --lease too, which goes "
+        "with it (needs 'get' on that ConfigMap)",
     )
     one = parser.add_argument_group("one run at a time per release")
     one.add_argument(
@@ -354,7 +356,8 @@ def _add_api_flags(group: argparse._ArgumentGroup) -> None:
         metavar="SECONDS",
         type=_positive_seconds,
         help="how long one API call may keep failing transiently (connection errors, 429, "
-        "5xx) before the run ends with exit 3 (default: 120)",
+        "5xx, a 401/403 from an API server still starting) before the run ends with exit 3 "
+        "(default: 120)",
     )
     group.add_argument(
         "--request-timeout",

@@ -68,10 +68,11 @@ for '-' (--host-root is {ENV_PREFIX}HOST_ROOT). Switches take true/false/1/0/yes
 empty value counts as not set. A flag given on the command line wins over its twin.
 
 Exit codes (docs/contracts.md): 0 done; 1 a stage failed on this host (recorded on the
-Node); 2 bad usage or configuration, no credentials, or the API refused us (401/403);
-3 the Kubernetes API stayed unreachable (connection errors, 429, 5xx) for the whole
---retry-budget; 4 another installer kept the host lock past --lock-timeout; 143 stopped
-by SIGTERM or SIGINT before the next stage (daemonset: SIGTERM is its normal end).
+Node); 2 bad usage or configuration, no credentials, or a ready API server refused us
+(401/403); 3 the Kubernetes API stayed unreachable (connection errors, 429, 5xx, 401/403
+while it was not ready) for the whole --retry-budget; 4 another installer kept the host
+lock past --lock-timeout; 143 stopped by SIGTERM or SIGINT before the next stage
+(daemonset: SIGTERM is its normal end).
 """
 
 TRUE = {"1", "true", "yes", "on"}
@@ -172,7 +173,8 @@ def _add_options(p: argparse.ArgumentParser, *, suppress: bool) -> None:
         metavar="SECONDS",
         default=none,
         help="how long one API call may keep failing transiently (connection errors, 429, "
-        "5xx) before the run ends with exit 3 (default 120)",
+        "5xx, a 401/403 while the API server is not ready) before the run ends with exit 3 "
+        "(default 120)",
     )
     p.add_argument(
         "--request-timeout",
