@@ -72,8 +72,8 @@ class Transient(KubeUnavailable):
 
 class KubeRefused(KubeUnavailable):
     """A ready API server refused us (401/403: a missing RBAC right, or the node
-    policy), or there
-    are no credentials to ask with: a configuration error (exit 2), as in the dispatcher."""
+    policy), or there are no credentials to ask with: a configuration error (exit 2),
+    as in the dispatcher."""
 
     exit_code = ExitCode.USAGE
 

@@ -57,7 +57,8 @@ def forget_when_reverted(
     if not where.is_dir():
         return
     left = list(where.iterdir())
-    if any(p.name not in {f"{name}.done" for name in read_only} for p in left):
+    transient = {f"{name}.done" for name in read_only}
+    if any(p.name not in transient for p in left):
         return
     for p in left:
         writer.remove_file(p)
